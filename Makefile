@@ -1,0 +1,56 @@
+# Arcade STEM — the two commands a user needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install deps mosquitto test test-fast lint run bench clean
+
+help:
+	@echo "make run        start the whole system on this machine"
+	@echo "make test       install everything needed and run every test"
+	@echo "make test-fast  the tests without the slow end-to-end suites"
+	@echo "make lint       ruff"
+	@echo "make bench      print the benchmark tables"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[tools,test]'
+	touch $(STAMP)
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch node_modules/.installed
+
+install: $(STAMP)
+
+# Mosquitto from the system package manager, when it is missing and we may install it.
+mosquitto:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
+	  echo "Installing mosquitto with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto; \
+	  else echo "mosquitto is missing: install it with your package manager"; fi; }
+
+deps: $(STAMP) node_modules/.installed mosquitto
+
+test: deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: deps
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+run: deps
+	$(BIN)/arcade run
+
+bench: deps
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache
