@@ -1,0 +1,169 @@
+"""Shared fixtures: a real Mosquitto, MQTT subscribers that wait for messages, signed webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import queue
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tools.broker import Broker, api_acl, cabinet_acl, find_mosquitto, observer_acl
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+API_USER, API_PASSWORD = "arcade-api", "api-password-for-tests"
+OBSERVER_USER, OBSERVER_PASSWORD = "observer", "observer-password-for-tests"
+# Cabinets the shared broker knows; each one's password is "pw-<machine id>".
+TEST_MACHINES = ["machine_123", "machine_456", "cab-a", "cab-b"]
+TEST_MACHINES += [f"cab{i:02d}" for i in range(20)]
+
+
+def require_mosquitto() -> None:
+    """In CI a missing broker is a failure, never a silent skip."""
+    if find_mosquitto() is None:
+        message = "mosquitto is not installed (apt-get install mosquitto)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def make_broker(workdir: Path, machines: list[str] = TEST_MACHINES) -> Broker:
+    require_mosquitto()
+    broker = Broker(workdir)
+    broker.add_user(API_USER, API_PASSWORD, api_acl(API_USER))
+    broker.add_user(OBSERVER_USER, OBSERVER_PASSWORD, observer_acl(OBSERVER_USER))
+    for machine_id in machines:
+        broker.add_user(machine_id, f"pw-{machine_id}", cabinet_acl(machine_id))
+    return broker
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """One Mosquitto for the whole test session (tests that stop a broker use `own_broker`)."""
+    broker = make_broker(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A Mosquitto of this test's own, which the test may stop and restart."""
+    broker = make_broker(tmp_path / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self):
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """A real MQTT client that records what arrives; tests wait on it with a timeout."""
+
+    def __init__(self, broker: Broker, topics: str | list[str], user: str, password: str):
+        self.messages: queue.Queue[Message] = queue.Queue()
+        self.seen: list[Message] = []
+        self._subscribed = queue.Queue()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.username_pw_set(user, password)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self._subscribed.put(True)
+        self.topics = [topics] if isinstance(topics, str) else topics
+        self.client.on_connect = self._on_connect
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self._subscribed.get(timeout=10)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _on_message(self, client, userdata, msg):
+        self.messages.put(Message(msg.topic, msg.payload, bool(msg.retain)))
+
+    def next(self, timeout: float = 10.0) -> Message:
+        message = self.messages.get(timeout=timeout)
+        self.seen.append(message)
+        return message
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        got = []
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"got {len(got)} of {count} messages: {got}")
+            got.append(self.next(remaining))
+        return got
+
+    def drain_until_sentinel(self, sentinel_topic: str, timeout: float = 10.0) -> list[Message]:
+        """Everything that arrives before a sentinel message: proves nothing else came."""
+        deadline = time.monotonic() + timeout
+        got = []
+        while True:
+            message = self.next(max(0.0, deadline - time.monotonic()))
+            if message.topic == sentinel_topic:
+                return got
+            got.append(message)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def subscribe(broker):
+    """subscribe(topics, user=observer) -> Subscriber, closed after the test."""
+    made = []
+
+    def factory(topics, user=OBSERVER_USER, password=OBSERVER_PASSWORD, on=None):
+        sub = Subscriber(on or broker, topics, user, password)
+        made.append(sub)
+        return sub
+
+    yield factory
+    for sub in made:
+        sub.close()
+
+
+def publish(broker: Broker, topic: str, payload: bytes | str, user: str, password: str,
+            retain: bool = False) -> None:
+    """Publish one QoS 1 message and wait for the broker's PUBACK."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
+    )
+    client.username_pw_set(user, password)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published(), f"no PUBACK for {topic}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def stripe_signature(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """Stripe-Signature exactly as Stripe builds it: t=…,v1=HMAC-SHA256(secret, "t.body")."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signed = f"{timestamp}.".encode() + payload
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"

@@ -1,0 +1,43 @@
+"""The `arcade` command line. Each subcommand lives in its own module and is loaded on use."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> "module:attribute"; modules import their heavy dependencies inside the command.
+COMMANDS = {
+    "serve": "tools.serve:serve",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="arcade-stem")
+def cli() -> None:
+    """Arcade STEM: cashless payments for arcade cabinets.
+
+    \b
+    Example:
+      arcade serve --port 5000
+    """
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="arcade")
+    except KeyboardInterrupt:
+        sys.exit(130)
