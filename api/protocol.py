@@ -1,0 +1,67 @@
+"""The MQTT contract (docs/protocol.md): topic names and message bodies, in one place."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+COINPULSE = "coinpulse"
+GAMEOVER = "gameover"
+STATUS = "status"
+ACK = "ack"
+KINDS = (COINPULSE, GAMEOVER, STATUS, ACK)
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """ISO-8601 UTC with a Z, as the seed's messages carried it."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def topic(prefix: str, machine_id: str, kind: str) -> str:
+    return f"{prefix}/machine/{machine_id}/{kind}"
+
+
+def parse_topic(prefix: str, name: str) -> tuple[str, str] | None:
+    """(machine_id, kind) of a contract topic, or None for anything else."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != prefix or parts[1] != "machine" or parts[3] not in KINDS:
+        return None
+    return parts[2], parts[3]
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def coinpulse(machine_id: str, credits: int, credit_id: str) -> dict:
+    return {
+        "machineId": machine_id,
+        "credits": credits,
+        "timestamp": utc_timestamp(),
+        "id": credit_id,
+    }
+
+
+def split_credits(credit_id: str, credits: int, max_per_message: int) -> list[tuple[str, int]]:
+    """[(id, credits)] with no message above the cabinet's limit; ids stay stable across retries."""
+    if credits <= max_per_message:
+        return [(credit_id, credits)]
+    chunks = []
+    remaining, part = credits, 1
+    while remaining > 0:
+        size = min(remaining, max_per_message)
+        chunks.append((f"{credit_id}:{part}", size))
+        remaining -= size
+        part += 1
+    return chunks
+
+
+def gameover(machine_id: str, report_id: str | None = None) -> dict:
+    return {
+        "machineId": machine_id,
+        "status": "game_over",
+        "timestamp": utc_timestamp(),
+        "id": report_id or f"go-{uuid.uuid4().hex[:12]}",
+    }
