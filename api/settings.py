@@ -1,0 +1,138 @@
+"""Settings: read once from the environment (and `.env` / `.env.local`), validated at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+def load_dotenv_files(directory: Path | None = None) -> None:
+    """Load `.env` then `.env.local` into os.environ; real environment variables win."""
+    from dotenv import dotenv_values
+
+    directory = directory or Path.cwd()
+    merged: dict[str, str] = {}
+    for name in (".env", ".env.local"):
+        path = directory / name
+        if path.is_file():
+            merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    for key, value in merged.items():
+        os.environ.setdefault(key, value)
+
+
+def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return str(env.get(name, default) or default).strip()
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = _text(env, name)
+    if not value:
+        raise SettingsError(f"{name} is not set (see README: Settings)")
+    return value
+
+
+def _integer(
+    env: Mapping[str, str], name: str, default: int | None, minimum: int = 0
+) -> int | None:
+    raw = _text(env, name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = _text(env, name).lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in _text(env, name).split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    stripe_webhook_secrets: tuple[str, ...]
+    mqtt_broker: str
+    stripe_api_key: str = ""
+    price_id: str = ""
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = field(default="", repr=False)
+    mqtt_tls: bool = False
+    mqtt_ca_cert: str = ""
+    mqtt_topic_prefix: str = "arcade"
+    mqtt_publish_timeout: float = 5.0
+    store_url: str = "sqlite:///arcade.db"
+    stripe_api_base: str = ""
+    cents_per_credit: int = 100
+    credits_per_purchase: int | None = None
+    allowed_price_ids: tuple[str, ...] = ()
+    machine_ids: tuple[str, ...] = ()
+    machine_token_secret: str = field(default="", repr=False)
+    max_credits_per_message: int = 20
+    claim_lease_seconds: int = 60
+    webhook_tolerance_seconds: int = 300
+
+    def price_allowed(self, price_id: str) -> bool:
+        return price_id == self.price_id or price_id in self.allowed_price_ids
+
+    def machine_allowed(self, machine_id: str) -> bool:
+        return not self.machine_ids or machine_id in self.machine_ids
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate Settings; raises SettingsError naming the first bad variable."""
+    env = os.environ if env is None else env
+    secrets = _list(env, "STRIPE_WEBHOOK_SECRET")
+    if not secrets:
+        raise SettingsError("STRIPE_WEBHOOK_SECRET is not set (see README: Settings)")
+    store_url = _text(env, "STORE_URL", "sqlite:///arcade.db")
+    if not store_url.startswith(("sqlite:///", "dynamodb://")):
+        raise SettingsError(
+            f"STORE_URL must start with sqlite:/// or dynamodb://, got {store_url!r}"
+        )
+    tls = _flag(env, "MQTT_TLS")
+    ca_cert = _text(env, "MQTT_CA_CERT")
+    if ca_cert and not Path(ca_cert).is_file():
+        raise SettingsError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
+    return Settings(
+        stripe_webhook_secrets=secrets,
+        mqtt_broker=_required(env, "MQTT_BROKER"),
+        stripe_api_key=_text(env, "STRIPE_API_KEY"),
+        price_id=_text(env, "PRICE_ID"),
+        mqtt_port=_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
+        mqtt_username=_text(env, "MQTT_USERNAME"),
+        mqtt_password=_text(env, "MQTT_PASSWORD"),
+        mqtt_tls=tls,
+        mqtt_ca_cert=ca_cert,
+        mqtt_topic_prefix=_text(env, "MQTT_TOPIC_PREFIX", "arcade"),
+        mqtt_publish_timeout=float(_integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, 100)) / 1000,
+        store_url=store_url,
+        stripe_api_base=_text(env, "STRIPE_API_BASE"),
+        cents_per_credit=_integer(env, "CENTS_PER_CREDIT", 100, minimum=1),
+        credits_per_purchase=_integer(env, "CREDITS_PER_PURCHASE", None, minimum=1),
+        allowed_price_ids=_list(env, "ALLOWED_PRICE_IDS"),
+        machine_ids=_list(env, "MACHINE_IDS"),
+        machine_token_secret=_text(env, "MACHINE_TOKEN_SECRET"),
+        max_credits_per_message=_integer(env, "MAX_CREDITS_PER_MESSAGE", 20, minimum=1),
+        claim_lease_seconds=_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1),
+        webhook_tolerance_seconds=_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
+    )

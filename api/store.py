@@ -1,0 +1,92 @@
+"""The ledger: one durable record per Checkout Session, and the payment links we created.
+
+Exactly-once publishing rests on `claim`: a worker may publish a session's coinpulse only while it
+holds an unexpired claim (a lease) on a session that is not yet published. Two implementations
+share this contract and its tests: SQLite (default, one machine) and DynamoDB (Lambda).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"  # completed but not paid yet (async payment methods)
+    CLAIMED = "claimed"  # a worker is publishing it now
+    PUBLISHED = "published"  # the broker confirmed the coinpulse (PUBACK)
+    ACKED = "acked"  # the cabinet reported its pulses done
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+    FAILED = "failed"  # async payment failed: nothing to credit
+
+
+# States in which a coinpulse may (still) be published.
+CREDITABLE = (State.PENDING, State.CLAIMED)
+
+
+class Claim(enum.StrEnum):
+    CLAIMED = "claimed"  # the caller holds the lease and must publish, then mark or release
+    DUPLICATE = "duplicate"  # already published: do nothing
+    BUSY = "busy"  # another worker holds a live lease: tell Stripe to retry later
+    REFUSED = "refused"  # refunded/disputed/failed before it was credited: never publish
+
+
+@dataclass
+class Payment:
+    session_id: str
+    machine_id: str
+    credits: int
+    amount: int | None = None
+    currency: str | None = None
+    payment_intent: str | None = None
+    state: State = State.PENDING
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    published_at: float | None = None
+    acked_at: float | None = None
+
+
+class Store(Protocol):
+    def claim(self, payment: Payment, token: str, now: float, lease_seconds: float) -> Claim:
+        """Create the record if new, then take the lease if the session may be published."""
+
+    def mark_published(self, session_id: str, token: str, now: float) -> bool:
+        """Published under our lease; False if the lease was lost (someone else took over)."""
+
+    def release(self, session_id: str, token: str, now: float) -> None:
+        """Give the lease back at once (publishing failed) so the retry need not wait."""
+
+    def record(self, payment: Payment, now: float) -> None:
+        """Insert or refresh a record that is not being credited now (e.g. awaiting payment)."""
+
+    def mark(self, session_id: str, state: State, now: float) -> bool:
+        """Refunded / disputed / failed / acked; False if there is no such session."""
+
+    def get(self, session_id: str) -> Payment | None: ...
+
+    def find_by_payment_intent(self, payment_intent: str) -> Payment | None: ...
+
+    def payments(self, machine_id: str | None = None, limit: int = 100) -> list[Payment]: ...
+
+    def get_link(self, machine_id: str, price_id: str) -> str | None: ...
+
+    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
+        """Store a link unless one exists; returns the stored one (first writer wins)."""
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+
+def open_store(url: str) -> Store:
+    """`sqlite:///path/arcade.db` or `dynamodb://TABLE` (boto3 reads AWS settings itself)."""
+    if url.startswith("sqlite:///"):
+        from api.store_sqlite import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith("dynamodb://"):
+        from api.store_dynamodb import DynamoDBStore
+
+        return DynamoDBStore(url.removeprefix("dynamodb://"))
+    raise ValueError(f"unknown STORE_URL {url!r}: use sqlite:///PATH or dynamodb://TABLE")
