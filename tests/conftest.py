@@ -167,3 +167,46 @@ def stripe_signature(payload: bytes, secret: str, timestamp: int | None = None) 
     signed = f"{timestamp}.".encode() + payload
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's DynamoDB in server mode: the store talks real HTTP to it, as to AWS."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch, moto_server):
+    """Fake credentials and the moto endpoint for boto3 (AWS_ENDPOINT_URL is read by boto3)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return moto_server
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store_factory(request, tmp_path):
+    """A function returning a new handle on one fresh ledger (each handle its own connection)."""
+    if request.param == "sqlite":
+        from api.store_sqlite import SQLiteStore
+
+        path = str(tmp_path / "ledger.db")
+        return lambda: SQLiteStore(path)
+    request.getfixturevalue("aws_env")
+    from api.store_dynamodb import DynamoDBStore, create_table
+
+    table = f"arcade-{uuid.uuid4().hex[:10]}"
+    create_table(table)
+    return lambda: DynamoDBStore(table)
+
+
+@pytest.fixture
+def store(store_factory):
+    return store_factory()
