@@ -9,6 +9,9 @@ import click
 
 # name -> "module:attribute"; modules import their heavy dependencies inside the command.
 COMMANDS = {
+    "provision": "tools.provision:provision",
+    "publish": "tools.publish:publish",
+    "monitor": "tools.monitor:monitor",
     "serve": "tools.serve:serve",
 }
 

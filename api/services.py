@@ -1,0 +1,28 @@
+"""The app's outside resources (settings, ledger, MQTT publisher), made once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from api.publisher import Publisher
+from api.settings import Settings
+from api.store import Store, open_store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    publisher: Publisher
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    # Nothing here touches the network: the store and the broker connect on first use.
+    store = open_store(settings.store_url)
+    app.extensions["arcade"] = Services(settings, store, Publisher(settings))
+
+
+def services() -> Services:
+    return current_app.extensions["arcade"]

@@ -1,0 +1,106 @@
+"""The seed's documented routes: /status, /create-payment-link, /gameover."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from api import protocol
+from api.errors import error_response
+from api.logs import note
+from api.machines import is_valid_machine_id, token_matches
+from api.payments import PaymentsError, payment_link_for
+from api.publisher import PublishError
+from api.services import services
+
+bp = Blueprint("views", __name__)
+
+VERSION = "0.1.0"
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def machine_id_from(body: dict) -> str:
+    machine_id = body.get("machine_id")
+    if machine_id is None or machine_id == "":
+        raise BadRequest("machine_id is required")
+    if not is_valid_machine_id(machine_id):
+        raise BadRequest("machine_id must match ^[A-Za-z0-9_-]{1,64}$")
+    if not services().settings.machine_allowed(machine_id):
+        raise BadRequest(f"unknown machine_id {machine_id!r}")
+    note(machine=machine_id)
+    return machine_id
+
+
+@bp.errorhandler(BadRequest)
+def _bad_request(error: BadRequest):
+    return error_response(400, str(error))
+
+
+@bp.get("/status")
+def status():
+    """Fast and local: never calls Stripe and never connects to the broker."""
+    svc = services()
+    try:
+        svc.store.ping()
+        store_state = "ok"
+    except Exception:  # any failure means "not ok"; the reason is in the server log
+        store_state = "error"
+    return jsonify(
+        status="up",
+        message="API is running",
+        version=VERSION,
+        store=store_state,
+        broker="connected" if svc.publisher.connected else "idle",
+    )
+
+
+@bp.post("/create-payment-link")
+def create_payment_link():
+    svc = services()
+    body = json_body()
+    machine_id = machine_id_from(body)
+    price_id = body.get("price_id") or svc.settings.price_id
+    if not price_id:
+        return error_response(503, "PRICE_ID is not set on the server")
+    if not isinstance(price_id, str) or not svc.settings.price_allowed(price_id):
+        raise BadRequest("price_id is not one of the allowed prices")
+    try:
+        url = payment_link_for(svc.store, svc.settings, machine_id, price_id)
+    except PaymentsError as error:
+        return error_response(502, f"Stripe: {error}")
+    return jsonify(url=url)
+
+
+def bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+@bp.post("/gameover")
+def gameover():
+    svc = services()
+    machine_id = machine_id_from(json_body())
+    secret = svc.settings.machine_token_secret
+    if not secret:
+        return error_response(503, "MACHINE_TOKEN_SECRET is not set on the server")
+    token = bearer_token()
+    if not token or not token_matches(secret, machine_id, token):
+        return error_response(401, "a valid 'Authorization: Bearer <machine token>' is required")
+    message = protocol.gameover(machine_id)
+    topic = protocol.topic(svc.settings.mqtt_topic_prefix, machine_id, protocol.GAMEOVER)
+    try:
+        svc.publisher.publish([(topic, protocol.encode(message))])
+    except PublishError as error:
+        return error_response(503, f"game over not delivered: {error}")
+    note(result="published")
+    return jsonify(message="Game over signal sent", id=message["id"])

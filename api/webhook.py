@@ -1,0 +1,141 @@
+"""POST /webhook (and the seed's /addCredit): Stripe events, verified on the raw bytes first."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, jsonify, request
+
+from api import crediting
+from api.crediting import Outcome
+from api.logs import note
+from api.machines import is_valid_machine_id
+from api.services import Services, services
+from api.settings import Settings
+from api.store import Payment, State
+
+bp = Blueprint("webhook", __name__)
+
+PAID_STATUSES = ("paid", "no_payment_required")
+
+
+class BadEvent(ValueError):
+    """The event cannot be acted on; the message says why (answered with 400)."""
+
+
+def verify_signature(payload: bytes, header: str, settings: Settings) -> None:
+    """Accept a signature made with any configured secret (rotation keeps two for a while)."""
+    import stripe
+
+    for secret in settings.stripe_webhook_secrets:
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, header, secret, tolerance=settings.webhook_tolerance_seconds
+            )
+            return
+        except stripe.SignatureVerificationError:
+            continue
+    raise BadEvent("invalid Stripe signature (wrong secret, altered body or stale timestamp)")
+
+
+def parse_event(payload: bytes) -> dict:
+    try:
+        event = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        raise BadEvent("body is not JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise BadEvent("body is not a Stripe event")
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise BadEvent("event has no data.object")
+    return event
+
+
+def credits_of(session: dict, settings: Settings) -> int:
+    """Metadata `credits` (set by us on the link), else the amount at CENTS_PER_CREDIT."""
+    raw = str((session.get("metadata") or {}).get("credits", "")).strip()
+    if raw.isdigit():
+        return int(raw)
+    amount = session.get("amount_total")
+    return amount // settings.cents_per_credit if isinstance(amount, int) and amount > 0 else 0
+
+
+def payment_of(session: dict, settings: Settings) -> Payment | None:
+    """The ledger record for a Checkout Session, or None when it is not for a cabinet."""
+    metadata = session.get("metadata") or {}
+    machine_id = metadata.get("machine_id") or session.get("client_reference_id")
+    if not machine_id:
+        return None
+    if not is_valid_machine_id(machine_id):
+        raise BadEvent("machine_id must match ^[A-Za-z0-9_-]{1,64}$")
+    if not settings.machine_allowed(machine_id):
+        raise BadEvent(f"unknown machine_id {machine_id!r}")
+    session_id = session.get("id")
+    if not isinstance(session_id, str) or not session_id:
+        raise BadEvent("checkout session has no id")
+    amount = session.get("amount_total")
+    return Payment(
+        session_id=session_id,
+        machine_id=machine_id,
+        credits=credits_of(session, settings),
+        amount=amount if isinstance(amount, int) else None,
+        currency=session.get("currency"),
+        payment_intent=session.get("payment_intent") or None,
+    )
+
+
+def handle_session(event_type: str, session: dict, svc: Services) -> Outcome:
+    payment = payment_of(session, svc.settings)
+    if payment is None:
+        return Outcome(200, "ignored", extra={"reason": "not a cabinet's checkout"})
+    note(machine=payment.machine_id, session=payment.session_id)
+    if event_type == "checkout.session.async_payment_failed":
+        return crediting.record_failed(svc, payment)
+    paid = event_type == "checkout.session.async_payment_succeeded" or (
+        session.get("payment_status") in PAID_STATUSES
+    )
+    if not paid:
+        return crediting.record_pending(svc, payment)
+    if payment.credits <= 0:
+        return Outcome(200, "ignored", extra={"reason": "no credits in this purchase"})
+    return crediting.credit(svc, payment)
+
+
+def handle_event(event: dict, svc: Services) -> Outcome:
+    event_type = event["type"]
+    obj = event["data"]["object"]
+    if event_type.startswith("checkout.session."):
+        if event_type in (
+            "checkout.session.completed",
+            "checkout.session.async_payment_succeeded",
+            "checkout.session.async_payment_failed",
+        ):
+            return handle_session(event_type, obj, svc)
+    elif event_type == "charge.refunded":
+        return crediting.record_against_payment_intent(
+            svc, obj.get("payment_intent") or "", State.REFUNDED
+        )
+    elif event_type == "charge.dispute.created":
+        return crediting.record_against_payment_intent(
+            svc, obj.get("payment_intent") or "", State.DISPUTED
+        )
+    return Outcome(200, "ignored", extra={"reason": f"{event_type} is not used"})
+
+
+@bp.post("/webhook")
+@bp.post("/addCredit")
+def receive():
+    svc = services()
+    if request.mimetype != "application/json":
+        return jsonify(error="Content-Type must be application/json"), 415
+    payload = request.get_data(cache=False)
+    try:
+        verify_signature(payload, request.headers.get("Stripe-Signature", ""), svc.settings)
+        event = parse_event(payload)
+        note(event=event.get("id"), type=event["type"])
+        outcome = handle_event(event, svc)
+    except BadEvent as error:
+        note(result="rejected")
+        return jsonify(error=str(error)), 400
+    note(result=outcome.result)
+    return jsonify(outcome.body()), outcome.status
