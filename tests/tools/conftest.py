@@ -1,0 +1,77 @@
+"""Fixtures for the `arcade` command tests: run a command as a user would, with chosen settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import API_PASSWORD, API_USER, OBSERVER_PASSWORD, OBSERVER_USER
+from tools.cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Every setting a command may read: unset unless a test gives it, so a developer's own
+# environment never changes what a test sees.
+SETTING_NAMES = (
+    "MQTT_BROKER", "MQTT_PORT", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_TLS", "MQTT_CA_CERT",
+    "MQTT_TOPIC_PREFIX", "MQTT_MONITOR_USERNAME", "MQTT_MONITOR_PASSWORD",
+    "MQTT_PUBLISH_TIMEOUT_MS", "MAX_CREDITS_PER_MESSAGE", "MACHINE_TOKEN_SECRET",
+    "STRIPE_WEBHOOK_SECRET", "CENTS_PER_CREDIT", "ARCADE_API_URL",
+)
+
+
+def settings_env(**given: str) -> dict[str, str | None]:
+    env: dict[str, str | None] = dict.fromkeys(SETTING_NAMES)
+    env.update(given)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def no_dotenv_here(tmp_path, monkeypatch):
+    """Commands read .env from the current folder: run them in an empty one."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def arcade():
+    """arcade(*args, env={...}, input=None) -> click Result, as the user would see it."""
+
+    def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None):
+        return CliRunner().invoke(cli, list(args), env=settings_env(**(env or {})), input=input,
+                                  prog_name="arcade")
+
+    return invoke
+
+
+@pytest.fixture
+def api_login_env(broker) -> dict[str, str]:
+    """Settings of the API's broker login on the test broker."""
+    return {
+        "MQTT_BROKER": broker.host,
+        "MQTT_PORT": str(broker.port),
+        "MQTT_USERNAME": API_USER,
+        "MQTT_PASSWORD": API_PASSWORD,
+    }
+
+
+@pytest.fixture
+def monitor_login_env(api_login_env) -> dict[str, str]:
+    return {**api_login_env, "MQTT_MONITOR_USERNAME": OBSERVER_USER,
+            "MQTT_MONITOR_PASSWORD": OBSERVER_PASSWORD}
+
+
+def arcade_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """`arcade ARGS` as a separate process (for commands that keep running, like monitor)."""
+    full_env = {key: value for key, value in os.environ.items() if key not in SETTING_NAMES}
+    full_env.update(env)
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen(
+        [sys.executable, "-c", "from tools.cli import main; main()", *args],
+        env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )

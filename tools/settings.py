@@ -1,0 +1,54 @@
+"""The tools' view of the settings the API reads (`.env`, `.env.local`, environment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from tools.errors import UserError
+
+
+def load_env() -> Mapping[str, str]:
+    """The environment after `.env`/`.env.local` in the current folder (real variables win)."""
+    from api.settings import load_dotenv_files
+
+    load_dotenv_files()
+    return os.environ
+
+
+def text(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return (env.get(name) or default).strip()
+
+
+def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = text(env, name).lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"{name} must be true or false, got {raw!r}")
+
+
+def integer(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = text(env, name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise UserError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def require_machine_id(machine_id: str) -> str:
+    from api.machines import is_valid_machine_id
+
+    if not is_valid_machine_id(machine_id):
+        raise UserError(
+            f"invalid machine id {machine_id!r}: use 1-64 letters, digits, '_' or '-'"
+        )
+    return machine_id
