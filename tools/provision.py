@@ -285,9 +285,7 @@ def provision(machine_id: str, config_path: Path, ssid: str | None, wifi_passwor
                f"(broker {mqtt['host']}:{mqtt['port']}, {'TLS' if tls else 'no TLS'})")
     if ca_file is not None:
         click.echo(f"copied the CA certificate to {copy_ca_file(ca_file, config_path)}")
-    elif tls:
-        click.echo("note: no --ca-file, so the cabinet cannot check the broker's certificate")
-    else:
+    elif not tls:
         click.echo("warning: no TLS, the cabinet's broker password crosses the network in clear")
     show_broker_entry(broker_entry("cabinet", machine_id, mqtt_password, prefix), passwd_file,
                       acl_file)
