@@ -1,8 +1,7 @@
 # Start-up and the main loop: config, journal, link; one top-level handler leaves the relay off.
-from micropython import const
-
 import config
 from cabinet import Cabinet
+from micropython import const
 
 _CONFIG_RETRY_MS = const(10000)  # an invalid config is re-read this often (fix it with mpremote)
 _IDLE_MS = const(10)  # loop period when nothing is due: inputs are sampled at least this often

@@ -53,10 +53,13 @@ def gameover(machine_id, report_id, stamp):
 
 
 def ack(machine_id, credit_id, credits, stamp):
-    return encode({"machineId": machine_id, "id": credit_id, "credits": credits, "timestamp": stamp})
+    return encode(
+        {"machineId": machine_id, "id": credit_id, "credits": credits, "timestamp": stamp}
+    )
 
 
-def status(machine_id, online, stamp, uptime_s=0, pending=0, free_mem=None, rssi=None, locked=False):
+def status(machine_id, online, stamp, uptime_s=0, pending=0, free_mem=None, rssi=None,
+           locked=False):
     fields = {
         "machineId": machine_id,
         "state": "online" if online else "offline",

@@ -2,9 +2,8 @@
 # our own keepalive pings, socket timeouts and capped exponential backoff. Any error means
 # "link down": the socket is dropped and a reconnect is scheduled. Nothing here blocks for longer
 # than mqtt.timeout_s at a time, well below the watchdog.
-from micropython import const
-
 import umqtt.simple as simple
+from micropython import const
 
 _FIRST_BACKOFF_MS = const(1000)
 _MAX_READS_PER_POLL = const(4)
