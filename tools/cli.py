@@ -12,6 +12,8 @@ COMMANDS = {
     "provision": "tools.provision:provision",
     "publish": "tools.publish:publish",
     "monitor": "tools.monitor:monitor",
+    "qr": "tools.qr:qr",
+    "pay": "tools.pay:pay",
     "serve": "tools.serve:serve",
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,56 @@ def arcade_process(args: list[str], env: dict[str, str], cwd: Path) -> subproces
         [sys.executable, "-c", "from tools.cli import main; main()", *args],
         env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+WEBHOOK_SECRET = "whsec_tools_test"
+
+
+@pytest.fixture
+def serve_api(broker, tmp_path):
+    """serve_api(**settings) -> base URL of the real API over HTTP on loopback.
+
+    Stripe's own API is replaced by the API tests' stand-in; the API publishes to the session's
+    Mosquitto with the API login.
+    """
+    from werkzeug.serving import make_server
+
+    from api import create_app
+    from tests.api.conftest import StripeStub
+
+    stripe = StripeStub()
+    threading.Thread(target=stripe.serve_forever, daemon=True).start()
+    running = []
+
+    def start(**overrides: str) -> str:
+        config = {
+            "STRIPE_API_KEY": "sk_test_tools",
+            "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},whsec_older",
+            "STRIPE_API_BASE": stripe.url,
+            "PRICE_ID": "price_single",
+            "MQTT_BROKER": broker.host,
+            "MQTT_PORT": str(broker.port),
+            "MQTT_USERNAME": API_USER,
+            "MQTT_PASSWORD": API_PASSWORD,
+            "MQTT_PUBLISH_TIMEOUT_MS": "3000",
+            "STORE_URL": f"sqlite:///{tmp_path / f'ledger{len(running)}.db'}",
+            **overrides,
+        }
+        app = create_app(config)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        running.append((server, app))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, app in running:
+        server.shutdown()
+        server.server_close()
+        app.extensions["arcade"].publisher.close()
+    stripe.shutdown()
+    stripe.server_close()
+
+
+@pytest.fixture
+def api_server(serve_api) -> str:
+    return serve_api()

@@ -1,0 +1,108 @@
+"""`arcade qr`: a printable QR code of a cabinet's payment link, the machine id written under it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import click
+
+from tools.errors import UserError
+from tools.http import ApiRefused, endpoint, post_json
+from tools.settings import require_machine_id
+
+SCALE = 12  # pixels (PNG) or user units (SVG) per module: ~40 mm wide at 300 dpi for a link
+BORDER = 4  # the quiet zone the QR standard asks for, in modules
+LABEL_RATIO = 0.12  # height of the text band, as a share of the code's width
+
+
+def payment_url_from_api(api_base: str, machine_id: str) -> str:
+    answer = post_json(endpoint(api_base, "/create-payment-link"), {"machine_id": machine_id})
+    if answer.status != 200:
+        raise ApiRefused(f"the API answered {answer.status}: {answer.reason()}")
+    url = answer.json().get("url")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise ApiRefused(f"the API's answer has no payment link: {answer.text.strip()[:200]}")
+    return url
+
+
+def make_code(url: str):
+    import segno
+
+    # Level M survives a scuffed sticker; a payment link still fits in a small version.
+    return segno.make(url, error="m", micro=False)
+
+
+def png_with_label(url: str, label: str) -> bytes:
+    from PIL import Image, ImageDraw, ImageFont
+
+    buffer = io.BytesIO()
+    make_code(url).save(buffer, kind="png", scale=SCALE, border=BORDER)
+    code = Image.open(io.BytesIO(buffer.getvalue())).convert("L")
+    band = int(code.width * LABEL_RATIO)
+    sheet = Image.new("L", (code.width, code.height + band), 255)
+    sheet.paste(code, (0, 0))
+    font = ImageFont.load_default(size=int(band * 0.6))
+    draw = ImageDraw.Draw(sheet)
+    # Centered under the code, inside the band (the code's quiet zone stays blank).
+    draw.text((code.width / 2, code.height + band * 0.3), label, fill=0, font=font, anchor="mt")
+    out = io.BytesIO()
+    sheet.save(out, format="PNG")
+    return out.getvalue()
+
+
+def svg_with_label(url: str, label: str) -> str:
+    buffer = io.BytesIO()
+    make_code(url).save(buffer, kind="svg", scale=SCALE, border=BORDER, xmldecl=False,
+                        light="#fff", dark="#000", nl=False)
+    code = buffer.getvalue().decode()
+    width = make_code(url).symbol_size(scale=SCALE, border=BORDER)[0]
+    band = int(width * LABEL_RATIO)
+    font_size = int(band * 0.6)
+    # segno cannot write text: its SVG is nested in ours, with a <text> under it.
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{width + band}" '
+        f'viewBox="0 0 {width} {width + band}">'
+        f'<rect width="{width}" height="{width + band}" fill="#fff"/>{code}'
+        f'<text x="{width / 2:g}" y="{width + band * 0.3 + font_size * 0.8:g}" '
+        f'font-family="DejaVu Sans, Arial, sans-serif" font-size="{font_size}" '
+        f'text-anchor="middle" fill="#000">{escape(label)}</text></svg>\n'
+    )
+
+
+def write_qr(url: str, label: str, out: Path) -> None:
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        out.write_bytes(png_with_label(url, label))
+    elif suffix == ".svg":
+        out.write_text(svg_with_label(url, label))
+    else:
+        raise UserError(f"--out must end in .png or .svg, got {out.name!r}")
+
+
+@click.command(epilog="""\b
+Examples:
+  arcade qr machine_123 --api http://127.0.0.1:5000 --out machine_123.png
+  arcade qr machine_123 --url https://buy.stripe.com/test_abc --out machine_123.svg
+""")
+@click.argument("machine_id")
+@click.option("--url", help="The payment link to encode.")
+@click.option("--api", "api_url", help="Ask this API for the cabinet's payment link "
+              "(POST /create-payment-link).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file: .png or .svg (vector, for print shops).")
+def qr(machine_id: str, url: str | None, api_url: str | None, out: Path) -> None:
+    """Write a printable QR code of a cabinet's payment link, with its machine id under it."""
+    require_machine_id(machine_id)
+    if (url is None) == (api_url is None):
+        raise UserError("give exactly one of --url or --api")
+    if out.suffix.lower() not in (".png", ".svg"):
+        raise UserError(f"--out must end in .png or .svg, got {out.name!r}")
+    if url is None:
+        url = payment_url_from_api(api_url, machine_id)
+    elif not url.startswith(("https://", "http://")):
+        raise UserError(f"--url must start with https:// (got {url!r})")
+    write_qr(url, machine_id, out)
+    click.echo(f"wrote {out}: {url}")
