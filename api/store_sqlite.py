@@ -203,4 +203,3 @@ def _why_not_claimed(current: Payment | None) -> Claim:
     if current.published_at is not None:
         return Claim.DUPLICATE
     return Claim.REFUSED
-

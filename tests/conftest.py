@@ -21,6 +21,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 API_USER, API_PASSWORD = "arcade-api", "api-password-for-tests"
 OBSERVER_USER, OBSERVER_PASSWORD = "observer", "observer-password-for-tests"
+# Test-only superuser: publishes sentinels and messages no real role may send.
+TESTER_USER, TESTER_PASSWORD = "tester", "tester-password-for-tests"
 # Cabinets the shared broker knows; each one's password is "pw-<machine id>".
 TEST_MACHINES = ["machine_123", "machine_456", "cab-a", "cab-b"]
 TEST_MACHINES += [f"cab{i:02d}" for i in range(20)]
@@ -38,8 +40,11 @@ def require_mosquitto() -> None:
 def make_broker(workdir: Path, machines: list[str] = TEST_MACHINES) -> Broker:
     require_mosquitto()
     broker = Broker(workdir)
+    # Everyone may hear test sentinels (see Subscriber.nothing_more); patterns come before users.
+    broker.acl_blocks.append("pattern read sentinel/#")
     broker.add_user(API_USER, API_PASSWORD, api_acl(API_USER))
     broker.add_user(OBSERVER_USER, OBSERVER_PASSWORD, observer_acl(OBSERVER_USER))
+    broker.add_user(TESTER_USER, TESTER_PASSWORD, f"user {TESTER_USER}\ntopic readwrite #")
     for machine_id in machines:
         broker.add_user(machine_id, f"pw-{machine_id}", cabinet_acl(machine_id))
     return broker
@@ -77,6 +82,9 @@ class Subscriber:
     """A real MQTT client that records what arrives; tests wait on it with a timeout."""
 
     def __init__(self, broker: Broker, topics: str | list[str], user: str, password: str):
+        self.broker = broker
+        # Every subscriber also hears its own sentinel topic (see nothing_more()).
+        self.sentinel = f"sentinel/{uuid.uuid4().hex[:12]}"
         self.messages: queue.Queue[Message] = queue.Queue()
         self.seen: list[Message] = []
         self._subscribed = queue.Queue()
@@ -86,7 +94,8 @@ class Subscriber:
         self.client.username_pw_set(user, password)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self._subscribed.put(True)
-        self.topics = [topics] if isinstance(topics, str) else topics
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.topics.append(self.sentinel)
         self.client.on_connect = self._on_connect
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
@@ -113,19 +122,24 @@ class Subscriber:
             got.append(self.next(remaining))
         return got
 
-    def drain_until_sentinel(self, sentinel_topic: str, timeout: float = 10.0) -> list[Message]:
-        """Everything that arrives before a sentinel message: proves nothing else came."""
+    def nothing_more(self, timeout: float = 10.0) -> list[Message]:
+        """What arrives before a sentinel published now: `== []` proves nothing else came.
+
+        Callers publish with QoS 1 and wait for the PUBACK first; Mosquitto has then already
+        queued the message to us, ahead of the sentinel published afterwards.
+        """
+        publish(self.broker, self.sentinel, b"sentinel", TESTER_USER, TESTER_PASSWORD)
         deadline = time.monotonic() + timeout
         got = []
         while True:
             message = self.next(max(0.0, deadline - time.monotonic()))
-            if message.topic == sentinel_topic:
+            if message.topic == self.sentinel:
                 return got
             got.append(message)
 
     def close(self) -> None:
+        self.client.disconnect()  # first: it wakes the network thread, so loop_stop is quick
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture
@@ -143,8 +157,9 @@ def subscribe(broker):
         sub.close()
 
 
-def publish(broker: Broker, topic: str, payload: bytes | str, user: str, password: str,
-            retain: bool = False) -> None:
+def publish(
+    broker: Broker, topic: str, payload: bytes | str, user: str, password: str, retain: bool = False
+) -> None:
     """Publish one QoS 1 message and wait for the broker's PUBACK."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,243 @@
+"""API fixtures: the app on a real broker and SQLite file, a recording stand-in for Stripe's API,
+and webhooks signed exactly as Stripe signs them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.conftest import API_PASSWORD, API_USER, stripe_signature
+
+WEBHOOK_SECRET = "whsec_test_primary"
+OLD_WEBHOOK_SECRET = "whsec_test_previous"
+TOKEN_SECRET = "machine-token-secret-for-tests"
+
+
+class StripeStub(ThreadingHTTPServer):
+    """Answers the two Stripe calls the API makes, in Stripe's shapes, and records each request."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _StripeHandler)
+        self.requests: list[dict] = []
+        self.prices = {
+            "price_single": {"unit_amount": 100, "metadata": {}},
+            "price_bundle": {"unit_amount": 400, "metadata": {"credits": "5"}},
+            "price_250": {"unit_amount": 250, "metadata": {}},
+        }
+        self.links_by_key: dict[str, dict] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def calls(self, method: str, prefix: str) -> list[dict]:
+        return [r for r in self.requests if r["method"] == method and r["path"].startswith(prefix)]
+
+
+class _StripeHandler(BaseHTTPRequestHandler):
+    server: StripeStub
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def _record(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        entry = {
+            "method": self.command,
+            "path": urlparse(self.path).path,
+            "form": {k: v[0] for k, v in parse_qs(body).items()},
+            "headers": dict(self.headers),
+        }
+        self.server.requests.append(entry)
+        return entry
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Request-Id", f"req_{uuid.uuid4().hex[:12]}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _missing(self, what: str) -> None:
+        self._answer(
+            404,
+            {
+                "error": {
+                    "code": "resource_missing",
+                    "message": f"No such price: '{what}'",
+                    "param": "price",
+                    "type": "invalid_request_error",
+                }
+            },
+        )
+
+    def do_GET(self):
+        entry = self._record()
+        price_id = entry["path"].removeprefix("/v1/prices/")
+        price = self.server.prices.get(price_id)
+        if price is None:
+            return self._missing(price_id)
+        self._answer(
+            200,
+            {
+                "id": price_id,
+                "object": "price",
+                "active": True,
+                "currency": "usd",
+                "livemode": False,
+                "type": "one_time",
+                "unit_amount": price["unit_amount"],
+                "metadata": price["metadata"],
+            },
+        )
+
+    def do_POST(self):
+        entry = self._record()
+        if entry["path"] != "/v1/payment_links":
+            return self._answer(404, {"error": {"type": "invalid_request_error", "message": "?"}})
+        price_id = entry["form"].get("line_items[0][price]")
+        if price_id not in self.server.prices:
+            return self._missing(price_id)
+        key = entry["headers"].get("Idempotency-Key", uuid.uuid4().hex)
+        if key not in self.server.links_by_key:  # Stripe replays the first answer for a key
+            link_id = f"plink_{uuid.uuid4().hex[:14]}"
+            self.server.links_by_key[key] = {
+                "id": link_id,
+                "object": "payment_link",
+                "active": True,
+                "livemode": False,
+                "metadata": {
+                    k[len("metadata[") : -1]: v
+                    for k, v in entry["form"].items()
+                    if k.startswith("metadata[")
+                },
+                "url": f"https://buy.stripe.com/test_{link_id}",
+            }
+        self._answer(200, self.server.links_by_key[key])
+
+
+@pytest.fixture
+def stripe_api():
+    server = StripeStub()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def api_config(broker, tmp_path, **overrides) -> dict[str, str]:
+    config = {
+        "STRIPE_API_KEY": "sk_test_123",
+        "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        "PRICE_ID": "price_single",
+        "MQTT_BROKER": broker.host,
+        "MQTT_PORT": str(broker.port),
+        "MQTT_USERNAME": API_USER,
+        "MQTT_PASSWORD": API_PASSWORD,
+        "MQTT_PUBLISH_TIMEOUT_MS": "2000",
+        "STORE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "MACHINE_TOKEN_SECRET": TOKEN_SECRET,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def make_app(broker, tmp_path, stripe_api):
+    from api import create_app
+
+    made = []
+
+    def factory(**overrides):
+        overrides.setdefault("STRIPE_API_BASE", stripe_api.url)
+        app = create_app(api_config(broker, tmp_path, **overrides))
+        made.append(app)
+        return app
+
+    yield factory
+    for app in made:
+        app.extensions["arcade"].publisher.close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def checkout_session(
+    session_id: str | None = None,
+    machine_id: str | None = "machine_123",
+    credits: int | None = 1,
+    amount: int = 100,
+    payment_status: str = "paid",
+    payment_intent: str | None = None,
+    client_reference_id: str | None = None,
+) -> dict:
+    """A Checkout Session as our Payment Links produce it (metadata copied from the link)."""
+    metadata = {}
+    if machine_id is not None:
+        metadata["machine_id"] = machine_id
+    if credits is not None:
+        metadata["credits"] = str(credits)
+    session_id = session_id or f"cs_test_{uuid.uuid4().hex}"
+    return {
+        "id": session_id,
+        "object": "checkout.session",
+        "amount_subtotal": amount,
+        "amount_total": amount,
+        "client_reference_id": client_reference_id,
+        "currency": "usd",
+        "customer_details": {"email": "stripe@example.com", "name": "Jenny Rosen"},
+        "livemode": False,
+        "metadata": metadata,
+        "mode": "payment",
+        "payment_intent": payment_intent or f"pi_{uuid.uuid4().hex[:24]}",
+        "payment_link": "plink_test_123",
+        "payment_status": payment_status,
+        "status": "complete" if payment_status != "unpaid" else "complete",
+    }
+
+
+def stripe_event(event_type: str, obj: dict, event_id: str | None = None) -> dict:
+    return {
+        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "api_version": "2026-08-26.dahlia",
+        "created": int(time.time()),
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }
+
+
+def signed(event: dict | bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None):
+    """(body, headers) of a webhook delivery exactly as Stripe sends it."""
+    body = event if isinstance(event, bytes) else json.dumps(event, indent=2).encode()
+    headers = {
+        "Stripe-Signature": stripe_signature(body, secret, timestamp),
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+    }
+    return body, headers
+
+
+def deliver(client, event: dict | bytes, path: str = "/webhook", **kwargs):
+    body, headers = signed(event, **kwargs)
+    return client.post(path, data=body, headers=headers)
