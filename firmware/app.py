@@ -45,10 +45,9 @@ class Loop:
         now = board.ticks_ms()
         wait = cab.tick(now)
         if not cab.relay_on:  # the relay is never held closed while we talk to the network
-            busy = cab.busy()
-            if self.link.poll(now, not busy):
+            if self.link.poll(now, not cab.busy()):
                 cab.connected()
-            if self.link.up and not busy:
+            if self.link.up and not cab.busy():  # a credit may just have arrived
                 cab.flush(self.link, board.ticks_ms())
         self._wdt.feed()  # only a loop that got here is healthy
         if wait < 0 or wait > _IDLE_MS:

@@ -88,8 +88,7 @@ def validate(cfg):
         return ["config: must be a JSON object"]
     problems = []
     _check_unknown_keys(cfg, problems)
-    _check_sections(cfg, problems)
-    if problems:
+    if not _sections_usable(cfg, problems):
         return problems
     full = with_defaults(cfg)
     _check_machine_id(full.get("machine_id"), problems)
@@ -151,13 +150,17 @@ def _check_unknown_keys(cfg, problems):
                     problems.append(key + "." + sub + ": unknown key")
 
 
-def _check_sections(cfg, problems):
+def _sections_usable(cfg, problems):
+    ok = True
     for key in ("wifi", "mqtt"):
         if key not in cfg:
             problems.append(key + ": missing")
+            ok = False
     for key, default in DEFAULTS.items():
         if isinstance(default, dict) and key in cfg and not isinstance(cfg[key], dict):
             problems.append(key + ": must be an object")
+            ok = False
+    return ok
 
 
 def _check_text(cfg, key, problems):

@@ -1,0 +1,160 @@
+# A fake `board` for the firmware's logic, in virtual time. Runs on MicroPython (the WebAssembly
+# VM) and on CPython alike, so it uses nothing either lacks.
+
+
+class PowerCut(BaseException):
+    """Raised at a chosen board operation: everything in RAM is gone, flash stays."""
+
+
+class FakeWatchdog:
+    def __init__(self):
+        self.fed = 0
+
+    def feed(self):
+        self.fed += 1
+
+
+class FakeBoard:
+    def __init__(self, state_dir, config_path="config.json", start_ms=0):
+        self.STATE_DIR = state_dir
+        self.CONFIG_PATH = config_path
+        self.now = start_ms
+        self.relay_closed = False
+        self.edges = []  # [t_ms, closed]
+        self.events = []  # [t_ms, kind, fields]
+        self.levels = {"gameover": 1, "lockout": 1}
+        self.ops = 0
+        self.cut_at = None  # power cut when ops reaches this
+        self.sleeps_left = None  # raise PowerCut after this many sleeps (config retry loop)
+        self.wdt = FakeWatchdog()
+        self._rand = 12345
+
+    def _op(self):
+        self.ops += 1
+        if self.cut_at is not None and self.ops >= self.cut_at:
+            self.cut_at = None
+            raise PowerCut()
+
+    # --- pins ----------------------------------------------------------------------------
+    def setup(self, cfg):
+        self.cfg = cfg
+
+    def relay(self, on):
+        self._op()
+        if on != self.relay_closed:
+            self.relay_closed = on
+            self.edges.append([self.now, on])
+        self._op()
+
+    def gameover_level(self):
+        return self.levels["gameover"]
+
+    def lockout_level(self):
+        return self.levels["lockout"]
+
+    # --- time ----------------------------------------------------------------------------
+    def ticks_ms(self):
+        return self.now
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, delta):
+        return a + delta
+
+    def sleep_ms(self, ms):
+        self._op()
+        if self.sleeps_left is not None:
+            if self.sleeps_left == 0:
+                raise PowerCut()
+            self.sleeps_left -= 1
+        self.now += ms
+
+    def utc_now(self):
+        s = self.now // 1000
+        return (2026, 11, 27, (s // 3600) % 24, (s // 60) % 60, s % 60)
+
+    def random_bits(self):
+        self._rand = (self._rand * 1103515245 + 12345) & 0x7FFFFFFF
+        return self._rand
+
+    # --- health & log ----------------------------------------------------------------------
+    def watchdog(self, timeout_ms):
+        return self.wdt
+
+    def free_mem(self):
+        return 100000
+
+    def rssi(self):
+        return -60
+
+    def event(self, kind, fields):
+        self._op()
+        self.events.append([self.now, kind, fields])
+
+    def started(self, loop):
+        pass
+
+    def print_exception(self, e):
+        print("exception", repr(e))
+
+    def reset(self):
+        raise PowerCut()
+
+    def wifi_ready(self, wifi, now):
+        return True
+
+    def tls_context(self, ca_file, host):
+        return None
+
+
+class FakeLink:
+    """Stands in for link.Link and the broker: QoS 1 delivery, PUBACK only after the callback
+    returned, redelivery of anything not acknowledged (as Mosquitto does for a session)."""
+
+    def __init__(self, board, journal_path):
+        self.board = board
+        self.journal_path = journal_path
+        self.up = True
+        self._was_up = False
+        self.inbox = []  # [topic, payload] waiting for the broker to deliver them
+        self.published = []  # [t_ms, topic, payload, retain]
+        self.durable_before_puback = []  # per delivery: was the credit in the journal file?
+        self.on_message = None
+        self.closed = False
+
+    def bind(self, on_message):
+        self.on_message = on_message
+
+    def poll(self, now, may_block):
+        if not self.up:
+            self._was_up = False
+            return False
+        if not self._was_up:
+            if not may_block:
+                return False
+            self._was_up = True
+            return True
+        if self.inbox:
+            topic, payload = self.inbox[0]
+            self.on_message(topic, payload)  # a PowerCut here leaves it in the inbox
+            self.durable_before_puback.append(_file_text(self.journal_path))
+            self.inbox.pop(0)  # the PUBACK
+        return False
+
+    def publish(self, topic, payload, retain):
+        if not self.up:
+            return False
+        self.published.append([self.board.now, topic, payload, retain])
+        return True
+
+    def close(self, status_topic, payload):
+        self.closed = True
+
+
+def _file_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""

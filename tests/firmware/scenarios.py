@@ -1,0 +1,416 @@
+# Scripted scenarios for the firmware's logic. The same file runs on MicroPython (the WebAssembly
+# VM, through run_mpy.mjs) and on CPython; each scenario prints one line
+#   RESULT <name> <json observations>
+# and tests/firmware/test_logic.py asserts on those observations for both interpreters.
+import json
+import os
+import sys
+
+import app
+import config
+from fake_board import FakeBoard, FakeLink, PowerCut
+
+MACHINE = "machine_123"
+ROOT = "/tmp/arcade-scenarios"
+COIN = b"arcade/machine/machine_123/coinpulse"
+
+
+def base_config(**sections):
+    cfg = {
+        "machine_id": MACHINE,
+        "wifi": {"ssid": "arcade", "password": "x"},
+        "mqtt": {"host": "127.0.0.1", "port": 1883, "user": MACHINE, "password": "pw"},
+        "relay": {"pin": 26, "active_high": True, "pulse_ms": 100, "gap_ms": 200,
+                  "pulses_per_credit": 1},
+        "status_interval_s": 10,
+    }
+    for key in sections:
+        if isinstance(sections[key], dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(sections[key])
+        else:
+            cfg[key] = sections[key]
+    problems = config.validate(cfg)
+    if problems:
+        raise ValueError(str(problems))
+    return config.with_defaults(cfg)
+
+
+def fresh_dir(name):
+    for path in (ROOT, ROOT + "/" + name):
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass
+    path = ROOT + "/" + name
+    for entry in os.listdir(path):
+        os.remove(path + "/" + entry)
+    return path
+
+
+def coin(credits, credit_id=None, machine=MACHINE):
+    msg = {"machineId": machine, "credits": credits, "timestamp": "2026-11-27T16:29:15Z"}
+    if credit_id is not None:
+        msg["id"] = credit_id
+    return json.dumps(msg).encode()
+
+
+class Rig:
+    """A cabinet on a fake board and a fake broker; reboot() keeps only what is on flash."""
+
+    def __init__(self, state, cfg, levels=None):
+        self.state = state
+        self.cfg = cfg
+        self.edges = []
+        self.events = []
+        self.published = []
+        self.board = None
+        self.link = None
+        self._boot(0, [], levels)
+
+    def _boot(self, start_ms, inbox, levels):
+        board = FakeBoard(self.state, start_ms=start_ms)
+        if levels:
+            board.levels.update(levels)
+        link = FakeLink(board, self.state + "/journal.dat")
+        link.inbox = inbox
+        self.board, self.link = board, link
+        self.loop = app.Loop(board, self.cfg, link)
+        link.bind(self.loop.cabinet.on_message)
+
+    def reboot(self, off_ms=1000):
+        """Power comes back: the broker redelivers whatever was not PUBACKed."""
+        self._collect()
+        levels = dict(self.board.levels)
+        self._boot(self.board.now + off_ms, self.link.inbox, levels)
+
+    def _collect(self):
+        self.edges += self.board.edges
+        self.events += self.board.events
+        self.published += self.link.published
+        self.board.edges, self.board.events, self.link.published = [], [], []
+
+    def send(self, payload, topic=COIN):
+        self.link.inbox.append([topic, payload])
+
+    def run(self, ms):
+        end = self.board.now + ms
+        while self.board.now < end:
+            self.loop.step()
+
+    def run_until(self, predicate, limit_ms):
+        end = self.board.now + limit_ms
+        while self.board.now < end and not predicate():
+            self.loop.step()
+        return predicate()
+
+    def observations(self):
+        self._collect()
+        return {
+            "edges": self.edges,
+            "events": [[e[0], e[1], e[2]] for e in self.events],
+            "published": [[p[0], p[1].decode(), p[2].decode(), p[3]] for p in self.published],
+        }
+
+
+def kinds(rig, kind):
+    return [e for e in rig.board.events if e[1] == kind]
+
+
+# --- scenarios ------------------------------------------------------------------------------
+def scenario_pulses():
+    cfg = base_config(relay={"pulse_ms": 100, "gap_ms": 200, "pulses_per_credit": 2})
+    rig = Rig(fresh_dir("pulses"), cfg)
+    rig.run(50)
+    rig.send(coin(3, "cs_test_pulses"))
+    rig.run(3000)
+    obs = rig.observations()
+    obs["durable_before_puback"] = ["cs_test_pulses" in t for t in rig.link.durable_before_puback]
+    obs["watchdog_fed"] = rig.board.wdt.fed
+    obs["steps_in_25s"] = 0
+    fed = rig.board.wdt.fed
+    rig.run(25000)
+    obs["periodic"] = [p[1].decode() for p in rig.link.published]
+    obs["steps_fed_25s"] = rig.board.wdt.fed - fed
+    return obs
+
+
+def scenario_dedupe():
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    state = fresh_dir("dedupe")
+    rig = Rig(state, cfg)
+    rig.send(coin(1, "A"))
+    rig.send(coin(1, "A"))  # the API's retry while the first is still pending
+    rig.run(300)
+    rig.send(coin(1, "A"))  # after it was pulsed and acked
+    for i in range(63):
+        rig.send(coin(1, "B%d" % i))
+    rig.run_until(lambda: not rig.link.inbox, 20000)
+    rig.run(500)
+    rig.send(coin(1, "A"))  # A plus 63 more: still inside the 64 remembered ids
+    rig.run_until(lambda: not rig.loop.cabinet.journal.entries, 20000)
+    rig.reboot()
+    rig.send(coin(1, "A"))  # the list survives a reboot
+    rig.send(coin(1, "B5"))
+    rig.run(200)
+    rig.send(coin(1, "C"))  # the 65th id pushes A out of the window
+    rig.send(coin(1, "A"))
+    rig.run(500)
+    obs = rig.observations()
+    return obs
+
+
+def scenario_resume():
+    cfg = base_config(relay={"pulse_ms": 100, "gap_ms": 200})
+    rig = Rig(fresh_dir("resume"), cfg)
+    rig.send(coin(3, "cs_resume"))
+    rig.run_until(lambda: len(kinds(rig, "pulse")) == 2, 5000)
+    rig.run(50)  # the power goes in the middle of the second pulse
+    closed_at_cut = rig.board.relay_closed
+    rig.reboot()
+    rig.run(3000)
+    obs = rig.observations()
+    obs["closed_at_cut"] = closed_at_cut
+    return obs
+
+
+def scenario_cut_everywhere():
+    """A power cut before every single board operation of a 2-credit message, in turn."""
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    runs = []
+    cut_at = 1
+    while True:
+        rig = Rig(fresh_dir("cut"), cfg)
+        rig.board.cut_at = rig.board.ops + cut_at
+        rig.send(coin(2, "cs_cut"))
+        cut = False
+        try:
+            rig.run_until(lambda: rig.link.published and _acked(rig), 2000)
+        except PowerCut:
+            cut = True
+            rig.reboot()
+            rig.run_until(lambda: _acked(rig), 2000)
+        obs = rig.observations()
+        acks = [p for p in obs["published"] if p[1].endswith("/ack")]
+        runs.append({"cut_at": cut_at, "cut": cut, "edges": obs["edges"], "acks": len(acks)})
+        if not cut:
+            break
+        cut_at += 1
+    return {"runs": runs}
+
+
+def _acked(rig):
+    for p in rig.link.published:
+        if p[1].endswith(b"/ack"):
+            return True
+    return False
+
+
+def scenario_lockout():
+    cfg = base_config(lockout={"pin": 25, "active_low": True, "debounce_ms": 50},
+                      relay={"pulse_ms": 100, "gap_ms": 200})
+    rig = Rig(fresh_dir("lockout"), cfg, levels={"lockout": 0})  # the game refuses coins
+    rig.send(coin(2, "cs_lock"))
+    rig.run(1000)
+    edges_while_locked = len(rig.board.edges)
+    locked_status = [json.loads(p[2]) for p in rig.link.published if p[1].endswith(b"/status")]
+    rig.board.levels["lockout"] = 1
+    rig.run_until(lambda: len(rig.board.edges) == 1, 1000)  # first pulse starts
+    rig.board.levels["lockout"] = 0  # locks again mid-pulse: that pulse still completes
+    rig.run(1000)
+    edges_after_relock = len(rig.board.edges)
+    rig.board.levels["lockout"] = 1
+    rig.run(1000)
+    obs = rig.observations()
+    obs["edges_while_locked"] = edges_while_locked
+    obs["locked_status"] = locked_status
+    obs["edges_after_relock"] = edges_after_relock
+    return obs
+
+
+def scenario_gameover():
+    cfg = base_config(gameover={"pin": 27, "active_low": True, "debounce_ms": 50,
+                                "min_interval_ms": 2000})
+    rig = Rig(fresh_dir("gameover"), cfg)
+    levels = rig.board.levels
+
+    def hold(level, ms):
+        levels["gameover"] = level
+        rig.run(ms)
+
+    rig.run(100)
+    hold(0, 30)  # a 30 ms glitch: shorter than the debounce
+    hold(1, 500)
+    hold(0, 200)  # a real game over -> report 1
+    hold(1, 500)
+    hold(0, 200)  # again, within min_interval_ms -> ignored
+    hold(1, 2500)
+    hold(0, 200)  # -> report 2
+    hold(1, 2500)
+    rig.link.up = False  # offline: reports queue up
+    hold(0, 200)  # -> report 3 (queued)
+    hold(1, 2500)
+    hold(0, 200)  # -> report 4 (queued)
+    hold(1, 500)
+    queued_offline = len([p for p in rig.link.published if p[1].endswith(b"/gameover")])
+    rig.link.up = True
+    rig.run(2000)
+    rig.link.up = False
+    for _ in range(20):  # more than the queue holds
+        hold(0, 100)
+        hold(1, 2000)
+    rig.link.up = True
+    rig.run(200)
+    obs = rig.observations()
+    obs["published_while_offline"] = queued_offline
+    return obs
+
+
+MALFORMED = [
+    b"",
+    b"not json",
+    b"[1, 2]",
+    b'"credits"',
+    b"{}",
+    b'{"credits": 0}',
+    b'{"credits": -1}',
+    b'{"credits": 21}',
+    b'{"credits": 1.0}',
+    b'{"credits": 1.5}',
+    b'{"credits": "1"}',
+    b'{"credits": true}',
+    b'{"credits": null}',
+    b'{"credits": [1]}',
+    b'{"credits": 100000000000000000000000000000}',
+    b'{"machineId": "machine_456", "credits": 1}',
+    b'{"machineId": null, "credits": 1}',
+    b'{"credits": 1, "id": 5}',
+    b'{"credits": 1, "id": ""}',
+    b'{"credits": 1, "id": ["a"]}',
+    b'{"credits": 1, "id": "' + b"x" * 200 + b'"}',
+    b'{"credits": 1, "pad": "' + b"x" * 600 + b'"}',
+    b"\xff\xfe\x00",
+    b"[" * 200,
+    b'{"credits": 1',
+]
+
+
+def scenario_malformed():
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    rig = Rig(fresh_dir("malformed"), cfg)
+    for payload in MALFORMED:
+        rig.send(payload)
+    rig.send(coin(1, "wrong-topic"), b"arcade/machine/machine_456/coinpulse")
+    rig.run_until(lambda: not rig.link.inbox, 5000)
+    rig.run(200)
+    pulses_after_bad = len(rig.board.edges)
+    seed = b'{"machineId": "machine_123", "credits": 2, "timestamp": "2026-11-27T16:29:15Z"}'
+    rig.send(seed)  # the seed's format has no id: credited every time
+    rig.send(seed)
+    rig.run(1000)
+    obs = rig.observations()
+    obs["pulses_after_bad"] = pulses_after_bad
+    obs["sent_bad"] = len(MALFORMED) + 1
+    return obs
+
+
+def scenario_config_errors():
+    state = fresh_dir("config")
+    bad = {"machine_id": "bad/id", "wifi": {"ssid": ""}, "mqtt": {"host": "h", "port": 0},
+           "relay": {"pin": 34, "pulse_ms": "100"}, "lockout": {"pin": 7}, "colour": "red"}
+    with open(state + "/config.json", "w") as f:
+        f.write(json.dumps(bad))
+    board = FakeBoard(state, config_path=state + "/config.json")
+    board.sleeps_left = 1  # let it retry once, then stop the test
+    retried = False
+    try:
+        app.load_config(board)
+    except PowerCut:
+        retried = True
+    problems = [e[2]["problems"] for e in board.events if e[1] == "config_error"]
+    with open(state + "/config.json", "w") as f:
+        f.write("{not json")
+    board2 = FakeBoard(state, config_path=state + "/config.json")
+    board2.sleeps_left = 0
+    try:
+        app.load_config(board2)
+    except PowerCut:
+        pass
+    problems2 = [e[2]["problems"] for e in board2.events if e[1] == "config_error"]
+    return {"retried": retried, "problems": problems, "problems_not_json": problems2,
+            "relay_edges": board.edges, "relay_calls_closed": board.relay_closed}
+
+
+class _FakeMachine:
+    """`machine` for boot.py: records every Pin() it is asked for."""
+
+    calls = []
+
+    class Pin:
+        OUT = 3
+
+        def __init__(self, pin, mode, value=None):
+            _FakeMachine.calls.append([pin, mode, value])
+
+
+def scenario_boot():
+    state = fresh_dir("boot")
+    with open(FIRMWARE + "/boot.py") as f:
+        source = f.read()
+    sys.modules["machine"] = _FakeMachine
+    results = []
+    here = os.getcwd()
+    os.chdir(state)
+    try:
+        for cfg in (None, {"relay": {"pin": 4, "active_high": False}}, {"relay": {"pin": 7}},
+                    "{broken"):
+            _FakeMachine.calls = []
+            if cfg is None:
+                _remove("config.json")
+            else:
+                with open("config.json", "w") as f:
+                    f.write(cfg if isinstance(cfg, str) else json.dumps(cfg))
+            before = set(sys.modules)
+            exec(source, {"__name__": "boot"})
+            ours = [m for m in sys.modules if m not in before and m in FIRMWARE_MODULES]
+            results.append({"calls": _FakeMachine.calls, "imported_ours": ours})
+    finally:
+        os.chdir(here)
+        del sys.modules["machine"]
+    return {"boots": results}
+
+
+FIRMWARE_MODULES = ("app", "board", "cabinet", "config", "contract", "gameover", "journal",
+                    "link", "pulser")
+FIRMWARE = "/fw"
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+SCENARIOS = {
+    "pulses": scenario_pulses,
+    "dedupe": scenario_dedupe,
+    "resume": scenario_resume,
+    "cut_everywhere": scenario_cut_everywhere,
+    "lockout": scenario_lockout,
+    "gameover": scenario_gameover,
+    "malformed": scenario_malformed,
+    "config_errors": scenario_config_errors,
+    "boot": scenario_boot,
+}
+
+
+def main(root=None, firmware=None, only=None):
+    global ROOT, FIRMWARE
+    if root:
+        ROOT = root
+    if firmware:
+        FIRMWARE = firmware
+    for name in SCENARIOS:
+        if only and name not in only:
+            continue
+        print("RESULT " + name + " " + json.dumps(SCENARIOS[name]()))
