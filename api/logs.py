@@ -26,10 +26,22 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(fields, separators=(",", ":"), default=str)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (gunicorn, Lambda and test capture all swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging() -> None:
     root = logging.getLogger("arcade")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(JsonLineFormatter())
         root.addHandler(handler)
         root.setLevel(logging.INFO)

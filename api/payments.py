@@ -31,13 +31,13 @@ def stripe_client(settings: Settings) -> stripe.StripeClient:
 def credits_for_price(client: stripe.StripeClient, price_id: str, settings: Settings) -> int:
     """What one purchase buys: the Price's own `credits` metadata (bundles such as "5 credits
     for $4"), else CREDITS_PER_PURCHASE, else the amount at CENTS_PER_CREDIT."""
-    price = client.v1.prices.retrieve(price_id)
-    from_metadata = (price.metadata or {}).get("credits", "")
+    price = client.v1.prices.retrieve(price_id).to_dict()
+    from_metadata = str((price.get("metadata") or {}).get("credits", ""))
     if from_metadata.strip().isdigit() and int(from_metadata) > 0:
         return int(from_metadata)
     if settings.credits_per_purchase:
         return settings.credits_per_purchase
-    return max(1, (price.unit_amount or 0) // settings.cents_per_credit)
+    return max(1, (price.get("unit_amount") or 0) // settings.cents_per_credit)
 
 
 def create_payment_link(

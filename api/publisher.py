@@ -54,7 +54,8 @@ class Publisher:
         self.settings = settings
         self.timeout = settings.mqtt_publish_timeout
         self._client: mqtt.Client | None = None
-        self._connected = threading.Event()
+        self._answered = threading.Event()  # CONNACK in, good or bad
+        self._refusal = ""
         self._last_ok = 0.0
         self._lock = threading.Lock()
 
@@ -102,27 +103,28 @@ class Publisher:
     def _connect(self) -> mqtt.Client:
         client = new_client(self.settings)
         client.on_connect = self._on_connect
-        client.on_disconnect = lambda *args: self._connected.clear()
-        self._connected.clear()
+        self._answered.clear()
+        self._refusal = ""
         client.connect_timeout = self.timeout
         try:
             client.connect(self.settings.mqtt_broker, self.settings.mqtt_port, KEEPALIVE_SECONDS)
         except (OSError, ValueError) as error:
             raise PublishError(f"cannot reach the MQTT broker: {error}") from None
         client.loop_start()
-        if not self._connected.wait(self.timeout):
-            client.loop_stop()
+        if not self._answered.wait(self.timeout) or self._refusal:
             client.disconnect()
-            raise PublishError("the MQTT broker did not accept the connection (credentials?)")
+            client.loop_stop()
+            reason = self._refusal or "no answer"
+            raise PublishError(f"the MQTT broker did not accept the connection: {reason}")
         self._last_ok = time.monotonic()
         return client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            self._connected.set()
-        else:
+        if reason_code.is_failure:
+            self._refusal = str(reason_code)
             # Wrong credentials: stop paho retrying forever in the background.
             client.disconnect()
+        self._answered.set()
 
     def _discard(self) -> None:
         with self._lock:

@@ -69,9 +69,9 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    stripe_webhook_secrets: tuple[str, ...]
+    stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
     mqtt_broker: str
-    stripe_api_key: str = ""
+    stripe_api_key: str = field(default="", repr=False)
     price_id: str = ""
     mqtt_port: int = 1883
     mqtt_username: str = ""

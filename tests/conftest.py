@@ -68,6 +68,12 @@ def own_broker(tmp_path):
     broker.stop()
 
 
+def use_broker_tls(client: mqtt.Client, broker: Broker) -> None:
+    """Trust the test CA when the broker speaks TLS."""
+    if broker.tls:
+        client.tls_set(ca_certs=str(broker.tls.cafile))
+
+
 @dataclass
 class Message:
     topic: str
@@ -92,6 +98,7 @@ class Subscriber:
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}"
         )
         self.client.username_pw_set(user, password)
+        use_broker_tls(self.client, broker)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self._subscribed.put(True)
         self.topics = [topics] if isinstance(topics, str) else list(topics)
@@ -165,6 +172,7 @@ def publish(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
     )
     client.username_pw_set(user, password)
+    use_broker_tls(client, broker)
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
