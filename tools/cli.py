@@ -14,6 +14,9 @@ COMMANDS = {
     "monitor": "tools.monitor:monitor",
     "qr": "tools.qr:qr",
     "pay": "tools.pay:pay",
+    "flash": "tools.flash:flash",
+    "console": "tools.console:console",
+    "files": "tools.console:files",
     "serve": "tools.serve:serve",
 }
 
