@@ -103,6 +103,12 @@ class Rig:
             self.loop.step()
         return predicate()
 
+    def acked(self):
+        for p in self.link.published:
+            if p[1].endswith(b"/ack"):
+                return True
+        return False
+
     def observations(self):
         self._collect()
         return {
@@ -143,7 +149,7 @@ def scenario_dedupe():
     rig.run(300)
     rig.send(coin(1, "A"))  # after it was pulsed and acked
     for i in range(63):
-        rig.send(coin(1, "B%d" % i))
+        rig.send(coin(1, "B" + str(i)))
     rig.run_until(lambda: not rig.link.inbox, 20000)
     rig.run(500)
     rig.send(coin(1, "A"))  # A plus 63 more: still inside the 64 remembered ids
@@ -184,11 +190,11 @@ def scenario_cut_everywhere():
         rig.send(coin(2, "cs_cut"))
         cut = False
         try:
-            rig.run_until(lambda: rig.link.published and _acked(rig), 2000)
+            rig.run_until(rig.acked, 2000)
         except PowerCut:
             cut = True
             rig.reboot()
-            rig.run_until(lambda: _acked(rig), 2000)
+            rig.run_until(rig.acked, 2000)
         obs = rig.observations()
         acks = [p for p in obs["published"] if p[1].endswith("/ack")]
         runs.append({"cut_at": cut_at, "cut": cut, "edges": obs["edges"], "acks": len(acks)})
@@ -196,13 +202,6 @@ def scenario_cut_everywhere():
             break
         cut_at += 1
     return {"runs": runs}
-
-
-def _acked(rig):
-    for p in rig.link.published:
-        if p[1].endswith(b"/ack"):
-            return True
-    return False
 
 
 def scenario_lockout():
