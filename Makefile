@@ -54,3 +54,9 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
+
+# AWS: build the Lambda image and create or update the stack (docs/deploy.md).
+.PHONY: deploy
+deploy:
+	@command -v sam >/dev/null || { echo "AWS SAM CLI is missing: see docs/deploy.md"; exit 1; }
+	sam build && sam deploy --guided
