@@ -112,7 +112,7 @@ class Screen:
             click.echo(line)
             return
         if self.footer:  # move up over the old list and clear it
-            click.echo(f"\x1b[{len(self.footer)}F\x1b[J", nl=False)
+            click.echo(f"\x1b[{len(self.footer)}F\x1b[J", nl=False, color=True)
         click.echo(line)
         self.footer = footer
         for footer_line in footer:

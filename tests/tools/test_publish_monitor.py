@@ -143,3 +143,27 @@ def test_monitor_shows_unreadable_payloads(arcade, broker, monitor_login_env, tm
     finally:
         monitor.kill()
     assert "unreadable payload b'not json'" in out
+
+
+def test_on_a_terminal_the_cabinet_list_stays_under_the_messages(capsys):
+    from datetime import datetime
+
+    from tools.monitor import Cabinets, Received, Screen, format_line
+
+    screen, cabinets = Screen(live=True), Cabinets("arcade")
+    at = datetime(2026, 11, 27, 16, 29, 15)
+    for machine, state in (("cab-a", "online"), ("cab-b", "offline")):
+        item = Received(f"arcade/machine/{machine}/status",
+                        json.dumps({"machineId": machine, "state": state}).encode(), True, at)
+        cabinets.update(item)
+        screen.message(format_line("arcade", item), cabinets.table())
+
+    out = capsys.readouterr().out
+    first, second = out.split("\x1b[2F\x1b[J")  # the first list (2 lines) is wiped and redrawn
+    assert first.splitlines()[0].startswith("16:29:15  cab-a")
+    assert second.splitlines() == [
+        "16:29:15  cab-b            status     offline  (retained)",
+        "── cabinets: 1 online of 2 ────────────────────",
+        "  cab-a            online",
+        "  cab-b            offline",
+    ]
