@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import API_PASSWORD, API_USER, OBSERVER_PASSWORD, OBSERVER_USER
+from tools.broker import Broker
 from tools.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,3 +132,47 @@ def serve_api(broker, tmp_path):
 @pytest.fixture
 def api_server(serve_api) -> str:
     return serve_api()
+
+
+class ProvisionedBroker(Broker):
+    """A Mosquitto whose password and ACL files are exactly what `arcade provision` wrote."""
+
+    def __init__(self, workdir: Path, passwd: Path, acl: Path) -> None:
+        super().__init__(workdir)
+        self.provisioned = (passwd, acl)
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        shutil.copyfile(self.provisioned[0], self.workdir / "passwd")
+        shutil.copyfile(self.provisioned[1], self.workdir / "acl")
+        return path
+
+
+class Lines:
+    """The output of a running process, line by line, waited on with a deadline (no sleeps)."""
+
+    def __init__(self, stream) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        """The first line (from now) containing `text`; AssertionError with all output if none."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.seen))
+            self.seen.append(line)
+            if text in line:
+                return line

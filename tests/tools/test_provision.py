@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from api.machines import machine_token
 from tests.conftest import Subscriber, publish, require_mosquitto
-from tools.broker import Broker
+from tests.tools.conftest import ProvisionedBroker
 from tools.firmware_files import FIRMWARE_DIR
 
 CABINET_ARGS = ["--ssid", "arcade-wifi", "--wifi-password", "wifi-secret-1",
@@ -139,20 +137,6 @@ def test_provision_refuses_a_user_already_in_the_broker_files(arcade, tmp_path):
 
 
 # --- the provisioned lines in a real Mosquitto -------------------------------------------------
-
-
-class ProvisionedBroker(Broker):
-    """A Mosquitto whose password and ACL files are exactly what `arcade provision` wrote."""
-
-    def __init__(self, workdir: Path, passwd: Path, acl: Path) -> None:
-        super().__init__(workdir)
-        self.provisioned = (passwd, acl)
-
-    def write_config(self) -> Path:
-        path = super().write_config()
-        shutil.copyfile(self.provisioned[0], self.workdir / "passwd")
-        shutil.copyfile(self.provisioned[1], self.workdir / "acl")
-        return path
 
 
 def env_value(output: str, name: str) -> str:
