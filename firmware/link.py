@@ -6,7 +6,7 @@ import umqtt.simple as simple
 from micropython import const
 
 _FIRST_BACKOFF_MS = const(1000)
-_MAX_READS_PER_POLL = const(4)
+_MAX_READS_PER_POLL = const(8)
 
 
 class _TimedSockets:
@@ -77,6 +77,7 @@ class Link:
         self._next_attempt = board.ticks_ms()  # first attempt at once
         self._client = None
         self._last_ping = 0
+        self._delivered = False
         self._timeout_arg = True  # newer umqtt takes connect(..., timeout); 1.3.x does not
         if not isinstance(simple.socket, _TimedSockets):
             simple.socket = _TimedSockets(simple.socket, self._timeout_s)
@@ -100,7 +101,9 @@ class Link:
         try:
             self._keep_alive(now)
             for _ in range(_MAX_READS_PER_POLL):
-                if self._client is None or self._client.check_msg() is None:
+                self._delivered = False
+                # umqtt 1.3.x answers None both for "nothing there" and after a message
+                if self._client.check_msg() is None and not self._delivered:
                     break
         except Exception as e:  # OSError, or umqtt's asserts on a garbled stream
             self._drop(now, e)
@@ -138,21 +141,27 @@ class Link:
             self._cfg["machine_id"], mqtt["host"], mqtt["port"], mqtt["user"],
             mqtt["password"], mqtt["keepalive"], **kwargs
         )
-        client.set_callback(self._on_message)
+        client.set_callback(self._deliver)
         will_topic, will_payload = self._last_will()
         client.set_last_will(will_topic, will_payload, True, 1)
         try:
             self._open_session(client)
-            client.sock = _BoundedSocket(client.sock, self._timeout_s, self._board)
-            client.subscribe(self._topic, 1)  # after every connect, in case the session was lost
         except Exception as e:
             _close_quietly(client)
             self._schedule_retry(now, e)
             return False
+        client.sock = _BoundedSocket(client.sock, self._timeout_s, self._board)
         self._client = client
-        self._backoff_ms = _FIRST_BACKOFF_MS
         self._last_ping = self._board.ticks_ms()
-        self._event("connected", host=mqtt["host"], port=mqtt["port"])
+        self._event("connected", {"host": mqtt["host"], "port": mqtt["port"]})
+        try:
+            # After every connect, in case the broker lost the session; queued coinpulses may
+            # arrive (and be journaled) before the SUBACK.
+            client.subscribe(self._topic, 1)
+        except Exception as e:
+            self._drop(now, e)
+            return False
+        self._backoff_ms = _FIRST_BACKOFF_MS
         return True
 
     def _open_session(self, client):
@@ -163,6 +172,10 @@ class Link:
                 self._timeout_arg = False  # umqtt 1.3.x: connect(clean_session) only
                 _close_quietly(client)
         return client.connect(False)
+
+    def _deliver(self, topic, payload):
+        self._delivered = True
+        self._on_message(topic, payload)
 
     def _keep_alive(self, now):
         client = self._client
@@ -176,7 +189,7 @@ class Link:
     def _drop(self, now, error):
         _close_quietly(self._client)
         self._client = None
-        self._event("disconnected", reason=_describe(error))
+        self._event("disconnected", {"reason": _describe(error)})
         self._schedule_retry(now, None)
 
     def _schedule_retry(self, now, error):
@@ -184,7 +197,7 @@ class Link:
         self._next_attempt = self._board.ticks_add(now, delay)
         self._backoff_ms = min(self._backoff_ms * 2, self._backoff_max_ms)
         if error is not None:
-            self._event("connect_failed", reason=_describe(error), retry_ms=delay)
+            self._event("connect_failed", {"reason": _describe(error), "retry_ms": delay})
 
 
 def _close_quietly(client):

@@ -18,6 +18,7 @@ COMMANDS = {
     "console": "tools.console:console",
     "files": "tools.console:files",
     "serve": "tools.serve:serve",
+    "simulate": "tools.simulate:simulate",
 }
 
 
