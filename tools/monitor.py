@@ -13,7 +13,7 @@ from datetime import datetime
 import click
 
 from tools.errors import UserError
-from tools.settings import load_env
+from tools.settings import load_env, text
 
 RAW_PREVIEW = 60  # characters of an unreadable payload worth showing
 
@@ -192,11 +192,15 @@ def monitor(machine_id: str | None, count: int | None, timeout: float | None) ->
 
     if machine_id is not None:
         require_machine_id(machine_id)
-    settings = mqtt_settings(load_env(), login="MONITOR")
+    env = load_env()
+    settings = mqtt_settings(env, login="MONITOR")
     topic = subscription(settings.prefix, machine_id)
     incoming: queue.Queue[Received] = queue.Queue()
     client = watch(settings, topic, incoming)
     click.echo(f"listening on {topic} at {settings.host}:{settings.port}", err=True)
+    if not text(env, "MQTT_MONITOR_USERNAME"):
+        click.echo("note: MQTT_MONITOR_USERNAME is not set; the API's login cannot read "
+                   "coinpulses (`arcade provision watcher --role monitor` makes one)", err=True)
     screen, cabinets = Screen(live=sys.stdout.isatty()), Cabinets(settings.prefix)
     shown = 0
     try:

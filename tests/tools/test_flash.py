@@ -261,3 +261,30 @@ def test_files_report_lists_files_and_hides_passwords(tmp_path):
     assert "== config.json (passwords hidden)" in report
     assert "wifi-pw" not in report and "mqtt-pw" not in report
     assert "import app" not in report  # code is listed, not printed
+
+
+def test_mpy_steps_really_compile_every_module(tmp_path):
+    from tools.flash import firmware_uploads, run_step
+
+    uploads, steps = firmware_uploads(mpy=True, build_dir=tmp_path / "build")
+    for step in steps:
+        run_step(step, PORT, "esp32")
+
+    compiled = [upload.local for upload in uploads if upload.local.suffix == ".mpy"]
+    assert len(compiled) == len(steps) > 0
+    for path in compiled:
+        assert path.read_bytes()[:2] == b"M\x06"  # .mpy header, bytecode version 6
+
+
+def test_a_failing_esptool_step_says_what_to_do(capsys):
+    from tools.errors import UserError
+    from tools.flash import Step, run_step
+
+    step = Step("Erase the flash", esptool("--chip", "esp32", "--port", "/dev/no-board",
+                                           "erase-flash"))
+    with pytest.raises(UserError) as raised:
+        run_step(step, "/dev/no-board", "esp32")  # the real esptool, on a port with no board
+
+    assert str(raised.value) == ("Erase the flash failed: no board at /dev/no-board (is it "
+                                 "plugged in? --port auto finds it)")
+    assert "esptool v5" in capsys.readouterr().out  # its own output was shown as it ran
