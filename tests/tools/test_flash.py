@@ -238,20 +238,40 @@ def test_tool_failures_become_one_actionable_line(output, hint):
     assert explain_failure(output, "P").startswith(hint)
 
 
-def test_files_report_lists_files_and_hides_passwords(tmp_path):
-    """The script `arcade files` runs on the board, run here on a copy of a board's files."""
-    board = tmp_path / "board"
-    (board / "lib").mkdir(parents=True)
-    (board / "config.json").write_text(json.dumps(
-        {"machine_id": "cab-a", "wifi": {"ssid": "w", "password": "wifi-pw"},
-         "mqtt": {"host": "h", "password": "mqtt-pw"}}))
-    (board / "journal.dat").write_text('{"id":"cs_1","credits":2,"done":1}\n')
-    (board / "recent.dat").write_text("cs_0\n")
-    (board / "main.py").write_text("import app\n")
-    (board / "lib" / "extra.py").write_text("")
+BOARD_FILES = {
+    "config.json": json.dumps({"machine_id": "cab-a", "wifi": {"ssid": "w", "password": "wifi-pw"},
+                               "mqtt": {"host": "h", "password": "mqtt-pw"}}),
+    "journal.dat": '{"id":"cs_1","credits":2,"done":1}\n',
+    "recent.dat": "cs_0\n",
+    "main.py": "import app\n",
+    "lib/extra.py": "",
+}
 
-    report = subprocess.run([PY, "-c", BOARD_REPORT], cwd=board, capture_output=True,
-                            text=True, check=True).stdout
+
+def report_on_cpython(tmp_path) -> str:
+    board = tmp_path / "board"
+    for name, content in BOARD_FILES.items():
+        (board / name).parent.mkdir(parents=True, exist_ok=True)
+        (board / name).write_text(content)
+    return subprocess.run([PY, "-c", BOARD_REPORT], cwd=board, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def report_on_micropython(tmp_path) -> str:
+    """The same files in the MicroPython VM's file system (the npm WebAssembly port)."""
+    from tests.firmware.conftest import run_micropython
+
+    setup = "import os\nos.mkdir('/board')\nos.mkdir('/board/lib')\nos.chdir('/board')\n"
+    for name, content in BOARD_FILES.items():
+        setup += f"with open({name!r}, 'w') as f:\n    f.write({content!r})\n"
+    return run_micropython(setup, BOARD_REPORT, dirs=[tmp_path])
+
+
+@pytest.mark.parametrize("run", [report_on_cpython, report_on_micropython],
+                         ids=["cpython", "micropython"])
+def test_files_report_lists_files_and_hides_passwords(tmp_path, run):
+    """The script `arcade files` runs on the board, run here on a copy of a board's files."""
+    report = run(tmp_path)
 
     assert "== files on the board" in report
     for name in ("config.json", "journal.dat", "recent.dat", "main.py", "lib/extra.py"):
