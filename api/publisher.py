@@ -31,14 +31,16 @@ def client_id() -> str:
     return f"arcade-api-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def new_client(settings: Settings, identity: str | None = None) -> mqtt.Client:
+def new_client(
+    settings: Settings, identity: str | None = None, clean_session: bool = True
+) -> mqtt.Client:
     """A configured, not yet connected paho client (TLS, credentials) — shared with the tools."""
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=identity or client_id(),
-        clean_session=True,
+        clean_session=clean_session,
         protocol=mqtt.MQTTv311,
     )
     if settings.mqtt_username:

@@ -90,6 +90,8 @@ class Settings:
     max_credits_per_message: int = 20
     claim_lease_seconds: int = 60
     webhook_tolerance_seconds: int = 300
+    test_checkout: bool = False
+    public_url: str = ""
 
     def price_allowed(self, price_id: str) -> bool:
         return price_id == self.price_id or price_id in self.allowed_price_ids
@@ -113,10 +115,14 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     ca_cert = _text(env, "MQTT_CA_CERT")
     if ca_cert and not Path(ca_cert).is_file():
         raise SettingsError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
+    test_checkout = _flag(env, "TEST_CHECKOUT")
+    api_key = _text(env, "STRIPE_API_KEY")
+    if test_checkout and api_key.startswith(("sk_live_", "rk_live_")):
+        raise SettingsError("TEST_CHECKOUT cannot be used with a live STRIPE_API_KEY (sk_live_…)")
     return Settings(
         stripe_webhook_secrets=secrets,
         mqtt_broker=_required(env, "MQTT_BROKER"),
-        stripe_api_key=_text(env, "STRIPE_API_KEY"),
+        stripe_api_key=api_key,
         price_id=_text(env, "PRICE_ID"),
         mqtt_port=_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
         mqtt_username=_text(env, "MQTT_USERNAME"),
@@ -135,4 +141,6 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_credits_per_message=_integer(env, "MAX_CREDITS_PER_MESSAGE", 20, minimum=1),
         claim_lease_seconds=_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1),
         webhook_tolerance_seconds=_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
+        test_checkout=test_checkout,
+        public_url=_text(env, "PUBLIC_URL").rstrip("/"),
     )

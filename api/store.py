@@ -48,6 +48,17 @@ class Payment:
     acked_at: float | None = None
 
 
+@dataclass
+class Cabinet:
+    """What the ledger last heard from a cabinet (its retained status)."""
+
+    machine_id: str
+    state: str  # "online" / "offline"
+    last_seen: float
+    firmware: str = ""
+    pending_credits: int = 0
+
+
 class Store(Protocol):
     def claim(self, payment: Payment, token: str, now: float, lease_seconds: float) -> Claim:
         """Create the record if new, then take the lease if the session may be published."""
@@ -74,6 +85,12 @@ class Store(Protocol):
 
     def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
         """Store a link unless one exists; returns the stored one (first writer wins)."""
+
+    def cabinet_seen(self, cabinet: Cabinet) -> None:
+        """Remember a cabinet's latest status (one record per cabinet, last write wins)."""
+
+    def cabinets(self) -> list[Cabinet]:
+        """Every cabinet heard from, by machine id."""
 
     def ping(self) -> None:
         """Raise if the store cannot be reached."""

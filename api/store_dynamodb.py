@@ -30,14 +30,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.store import Claim, Payment, State
+from api.store import Cabinet, Claim, Payment, State
 
 # boto3 is imported on first use (nothing slow at Lambda import time), so no stubs here.
 DynamoDBClient = Any
 
 TTL_ATTRIBUTE = "expires_at"
 PAYMENT_KIND = "payment"
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 # Attributes a claim writes only when the record is new (the SQLite INSERT's values).
 _INSERT_ONLY = ("session_id", "machine_id", "credits", "amount", "currency", "created_at")
@@ -291,6 +290,41 @@ class DynamoDBStore:
             pass  # first writer wins
         return self.get_link(machine_id, price_id) or url
 
+    def cabinet_seen(self, cabinet: Cabinet) -> None:
+        self.client.put_item(
+            TableName=self.table_name,
+            Item={
+                "pk": _s(f"cabinet#{cabinet.machine_id}"),
+                "machine_id": _s(cabinet.machine_id),
+                "cabinet_state": _s(cabinet.state),
+                "last_seen": _n(cabinet.last_seen),
+                "firmware": _s(cabinet.firmware),
+                "pending_credits": _n(cabinet.pending_credits),
+            },
+        )
+
+    def cabinets(self) -> list[Cabinet]:
+        # An arcade has tens of cabinets: a filtered scan is simpler than another index.
+        found = []
+        pages = self.client.get_paginator("scan").paginate(
+            TableName=self.table_name,
+            FilterExpression="begins_with(pk, :prefix)",
+            ExpressionAttributeValues={":prefix": _s("cabinet#")},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                found.append(
+                    Cabinet(
+                        machine_id=item["machine_id"]["S"],
+                        state=item["cabinet_state"]["S"],
+                        last_seen=float(item["last_seen"]["N"]),
+                        firmware=item["firmware"]["S"],
+                        pending_credits=int(item["pending_credits"]["N"]),
+                    )
+                )
+        return sorted(found, key=lambda cabinet: cabinet.machine_id)
+
     def ping(self) -> None:
         # A data-plane read of a key that never exists: proves table, credentials and network.
         self._get("ping")
@@ -398,4 +432,3 @@ def _why_not_claimed(current: Payment | None) -> Claim:
     if current.published_at is not None:
         return Claim.DUPLICATE
     return Claim.REFUSED
-

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from api.store import Claim, Payment, State
+from api.store import Cabinet, Claim, Payment, State
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS payments (
 );
 CREATE INDEX IF NOT EXISTS payments_by_intent ON payments (payment_intent);
 CREATE INDEX IF NOT EXISTS payments_by_machine ON payments (machine_id, created_at);
+CREATE TABLE IF NOT EXISTS cabinets (
+    machine_id      TEXT PRIMARY KEY,
+    state           TEXT NOT NULL,
+    last_seen       REAL NOT NULL,
+    firmware        TEXT NOT NULL DEFAULT '',
+    pending_credits INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS links (
     machine_id TEXT NOT NULL,
     price_id   TEXT NOT NULL,
@@ -186,6 +193,28 @@ class SQLiteStore:
             (machine_id, price_id, url, now),
         )
         return self.get_link(machine_id, price_id) or url
+
+    def cabinet_seen(self, cabinet: Cabinet) -> None:
+        self._execute(
+            "INSERT INTO cabinets (machine_id, state, last_seen, firmware, pending_credits)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (machine_id) DO UPDATE SET state = excluded.state,"
+            " last_seen = excluded.last_seen, firmware = excluded.firmware,"
+            " pending_credits = excluded.pending_credits",
+            (
+                cabinet.machine_id,
+                cabinet.state,
+                cabinet.last_seen,
+                cabinet.firmware,
+                cabinet.pending_credits,
+            ),
+        )
+
+    def cabinets(self) -> list[Cabinet]:
+        rows = self._execute(
+            "SELECT machine_id, state, last_seen, firmware, pending_credits FROM cabinets"
+            " ORDER BY machine_id"
+        )
+        return [Cabinet(**dict(row)) for row in rows]
 
     def ping(self) -> None:
         self._execute("SELECT 1").fetchone()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from api import protocol
+from api import protocol, test_checkout
 from api.errors import error_response
 from api.logs import note
 from api.machines import is_valid_machine_id, token_matches
@@ -68,6 +68,8 @@ def create_payment_link():
     svc = services()
     body = json_body()
     machine_id = machine_id_from(body)
+    if svc.settings.test_checkout:
+        return jsonify(url=test_checkout.checkout_url(machine_id), test=True)
     price_id = body.get("price_id") or svc.settings.price_id
     if not price_id:
         return error_response(503, "PRICE_ID is not set on the server")

@@ -18,6 +18,8 @@ COMMANDS = {
     "console": "tools.console:console",
     "files": "tools.console:files",
     "serve": "tools.serve:serve",
+    "listen": "tools.listen:listen",
+    "ledger": "tools.ledger:ledger",
     "simulate": "tools.simulate:simulate",
 }
 

@@ -158,3 +158,16 @@ def test_concurrent_claims_have_exactly_one_winner(store_factory):
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(results) == sorted([Claim.CLAIMED] + [Claim.BUSY] * 7)
+
+
+def test_cabinets_keep_their_latest_status(store):
+    from api.store import Cabinet
+
+    assert store.cabinets() == []
+    store.cabinet_seen(Cabinet("cab-b", "online", 1000.0, "1.0.0", 0))
+    store.cabinet_seen(Cabinet("cab-a", "online", 1001.0, "1.0.0", 2))
+    store.cabinet_seen(Cabinet("cab-b", "offline", 1002.0, "1.0.0", 0))
+    assert store.cabinets() == [
+        Cabinet("cab-a", "online", 1001.0, "1.0.0", 2),
+        Cabinet("cab-b", "offline", 1002.0, "1.0.0", 0),
+    ]
