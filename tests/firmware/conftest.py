@@ -102,8 +102,9 @@ class Cabinet:
         self.events: list[dict] = []
 
     def start(self) -> Cabinet:
-        command = [sys.executable, "-c", "from tools.cli import main; main()", "simulate", "--config",
-                   str(self.config_path), "--events", str(self.events_path), *self.extra]
+        command = [sys.executable, "-c", "from tools.cli import main; main()", "simulate",
+                   "--config", str(self.config_path), "--events", str(self.events_path),
+                   *self.extra]
         self._console = self.console.open("ab")
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self._console,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
