@@ -46,8 +46,9 @@ test-fast: deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# make run RUN_ARGS="--host 0.0.0.0 --cabinets 3"
 run: deps
-	$(BIN)/arcade run
+	$(BIN)/arcade run $(RUN_ARGS)
 
 bench: deps
 	$(BIN)/python bench/run_all.py

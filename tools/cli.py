@@ -20,6 +20,7 @@ COMMANDS = {
     "serve": "tools.serve:serve",
     "listen": "tools.listen:listen",
     "ledger": "tools.ledger:ledger",
+    "run": "tools.run:run",
     "simulate": "tools.simulate:simulate",
 }
 
