@@ -61,7 +61,8 @@ def simulate(config_path: Path | None, machine_id: str | None, user: str | None,
         cfg = read_config(config_path)
         state_dir = state_dir or config_path.parent / f"{cfg['machine_id']}.state"
     with single_instance(state_dir):
-        run(cfg["machine_id"], config_path, state_dir, events_path, gameover_every)
+        effective = effective_config(cfg, config_path, state_dir)
+        run(cfg["machine_id"], effective, state_dir, events_path, gameover_every)
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -121,6 +122,24 @@ def config_from_env(machine_id: str, user: str | None, password: str | None,
     return cfg, path
 
 
+def effective_config(cfg: dict[str, Any], config_path: Path, state_dir: Path) -> Path:
+    """The config the simulated board boots with: the given one, plus a game-over input when it
+    has none (so the g key and --gameover-every work), and ca_file made absolute."""
+    cfg = json.loads(json.dumps(cfg))
+    if "gameover" not in cfg:
+        used = {section.get("pin") for section in (cfg.get("relay", {}), cfg.get("lockout", {}))}
+        pin = next(p for p in (27, 32, 33, 14, 13, 4) if p not in used)
+        cfg["gameover"] = {"_doc": "added by arcade simulate", "pin": pin, "active_low": True}
+    mqtt = cfg["mqtt"]
+    if mqtt.get("ca_file"):
+        mqtt["ca_file"] = str((config_path.parent / mqtt["ca_file"]).resolve())
+    check_config(cfg, str(config_path))
+    path = state_dir / "effective-config.json"
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+    path.chmod(0o600)  # it holds the broker password
+    return path
+
+
 def system_ca_file() -> str:
     paths = ssl.get_default_verify_paths()
     for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
@@ -167,7 +186,7 @@ def run(machine_id: str, config_path: Path, state_dir: Path, events_path: Path |
     stop = threading.Event()
     restore = install_stop_handlers(board, stop)
     start_gameover_sources(board, stop, gameover_every)
-    click.echo(f"simulating the cabinet in {config_path} (state in {state_dir}); "
+    click.echo(f"simulating cabinet {machine_id} (state in {state_dir}); "
                "g = game over, Ctrl-C = stop")
     try:
         with keys_without_enter():
