@@ -96,6 +96,15 @@ class Store(Protocol):
         """Raise if the store cannot be reached."""
 
 
+def why_not_claimed(current: Payment | None) -> Claim:
+    """Why a claim did not succeed, from the record as it is now (both stores agree on this)."""
+    if current is None or current.state == State.CLAIMED:
+        return Claim.BUSY
+    if current.published_at is not None:
+        return Claim.DUPLICATE
+    return Claim.REFUSED
+
+
 def open_store(url: str) -> Store:
     """`sqlite:///path/arcade.db` or `dynamodb://TABLE` (boto3 reads AWS settings itself)."""
     if url.startswith("sqlite:///"):

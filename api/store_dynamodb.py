@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.store import Cabinet, Claim, Payment, State
+from api.store import Cabinet, Claim, Payment, State, why_not_claimed
 
 # boto3 is imported on first use (nothing slow at Lambda import time), so no stubs here.
 DynamoDBClient = Any
@@ -142,7 +142,7 @@ class DynamoDBStore:
             return Claim.CLAIMED
         if current.get("claim_token", {}).get("S") == token and _state(current) == State.CLAIMED:
             return Claim.CLAIMED  # our own write, retried by botocore after a lost response
-        return _why_not_claimed(_payment(current) if current else None)
+        return why_not_claimed(_payment(current) if current else None)
 
     def mark_published(self, session_id: str, token: str, now: float) -> bool:
         values = {
@@ -424,11 +424,3 @@ def _payment(item: dict[str, Any]) -> Payment:
         published_at=_number(item, "published_at"),
         acked_at=_number(item, "acked_at"),
     )
-
-
-def _why_not_claimed(current: Payment | None) -> Claim:
-    if current is None or current.state == State.CLAIMED:
-        return Claim.BUSY
-    if current.published_at is not None:
-        return Claim.DUPLICATE
-    return Claim.REFUSED

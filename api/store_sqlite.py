@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from api.store import Cabinet, Claim, Payment, State
+from api.store import Cabinet, Claim, Payment, State, why_not_claimed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -99,7 +99,7 @@ class SQLiteStore:
         if self._execute(_CLAIM, params).rowcount == 1:
             return Claim.CLAIMED
         current = self.get(payment.session_id)
-        return _why_not_claimed(current)
+        return why_not_claimed(current)
 
     def mark_published(self, session_id: str, token: str, now: float) -> bool:
         cursor = self._execute(
@@ -224,11 +224,3 @@ def _payment(row: sqlite3.Row) -> Payment:
     values = dict(row)
     values["state"] = State(values["state"])
     return Payment(**values)
-
-
-def _why_not_claimed(current: Payment | None) -> Claim:
-    if current is None or current.state == State.CLAIMED:
-        return Claim.BUSY
-    if current.published_at is not None:
-        return Claim.DUPLICATE
-    return Claim.REFUSED
