@@ -1,5 +1,6 @@
 # Start-up and the main loop: config, journal, link; one top-level handler leaves the relay off.
-import config
+import sys
+
 from cabinet import Cabinet
 from micropython import const
 
@@ -10,9 +11,13 @@ _ERROR_RESET_MS = const(5000)
 
 def load_config(board):
     """A valid config, printing what is wrong and retrying until there is one (relay off)."""
+    import config
+
     while True:
         cfg, problems = config.load(board.CONFIG_PATH)
         if cfg is not None:
+            # The rules are needed once per boot: give their ~6 KB of RAM back to the loop.
+            sys.modules.pop("config", None)
             return cfg
         board.relay(False)
         print("config.json is not usable; the relay stays off. Problems:")
