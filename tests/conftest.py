@@ -7,6 +7,9 @@ import hmac
 import json
 import os
 import queue
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ import pytest
 
 from tools.broker import Broker, api_acl, cabinet_acl, find_mosquitto, observer_acl
 
+REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 API_USER, API_PASSWORD = "arcade-api", "api-password-for-tests"
@@ -233,3 +237,110 @@ def store_factory(request, tmp_path):
 @pytest.fixture
 def store(store_factory):
     return store_factory()
+
+# --- the host cabinet ---------------------------------------------------------------------------
+class Cabinet:
+    """`arcade simulate` in a subprocess, with its --events file read as it grows."""
+
+    def __init__(self, workdir: Path, config: dict, extra: list[str] | None = None):
+        self.workdir = workdir
+        self.config_path = workdir / "config.json"
+        self.config_path.write_text(json.dumps(config))
+        self.events_path = workdir / "events.jsonl"
+        self.extra = extra or []
+        self.process: subprocess.Popen | None = None
+        self.console = workdir / "console.txt"
+        self._offset = 0
+        self.events: list[dict] = []
+
+    def start(self) -> Cabinet:
+        command = [sys.executable, "-c", "from tools.cli import main; main()", "simulate",
+                   "--config", str(self.config_path), "--events", str(self.events_path),
+                   *self.extra]
+        self._console = self.console.open("ab")
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=self._console,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def read(self) -> list[dict]:
+        if self.events_path.exists():
+            with self.events_path.open() as f:
+                f.seek(self._offset)
+                while True:
+                    line = f.readline()
+                    if not line.endswith("\n"):
+                        break  # a line still being written: read it next time
+                    self._offset += len(line.encode())
+                    self.events.append(json.loads(line))
+        return self.events
+
+    def wait_for(self, predicate, timeout: float = 15.0, what: str = "event"):
+        """Poll the events file until predicate(events) is truthy; fail with the console."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = predicate(self.read())
+            if found:
+                return found
+            if self.process and self.process.poll() is not None:
+                raise AssertionError(f"simulator exited ({self.process.returncode}) waiting for "
+                                     f"{what}:\n{self.console.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; console:\n"
+                                     f"{self.console.read_text()[-3000:]}")
+            time.sleep(0.02)  # polling a file for an event, bounded by the deadline
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.read() if e["event"] == kind]
+
+    def count(self, kind: str) -> int:
+        return len(self.of(kind))
+
+    def wait_count(self, kind: str, n: int, timeout: float = 15.0) -> list[dict]:
+        self.wait_for(lambda events: self.count(kind) >= n, timeout, f"{n} x {kind}")
+        return self.of(kind)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process:
+            self._console.close()
+            return self.process.returncode
+        return None
+
+
+def cabinet_config(broker, machine_id: str, **relay) -> dict:
+    return {
+        "machine_id": machine_id,
+        "wifi": {"ssid": "host", "password": ""},
+        "mqtt": {"host": broker.host, "port": broker.port, "user": machine_id,
+                 "password": f"pw-{machine_id}", "keepalive": 10, "backoff_max_s": 2},
+        "relay": {"pin": 26, "active_high": True, "pulse_ms": 100, "gap_ms": 200,
+                  "pulses_per_credit": 1, **relay},
+        "status_interval_s": 60,
+    }
+
+
+@pytest.fixture
+def host_cabinet(tmp_path):
+    """host_cabinet(config, *extra_args) -> a started Cabinet; stopped after the test."""
+    made: list[Cabinet] = []
+
+    def factory(config: dict, *extra: str, name: str = "cab") -> Cabinet:
+        workdir = tmp_path / name
+        workdir.mkdir(exist_ok=True)
+        cabinet = Cabinet(workdir, config, list(extra)).start()
+        made.append(cabinet)
+        return cabinet
+
+    yield factory
+    for cabinet in made:
+        cabinet.stop()
