@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import API_PASSWORD, API_USER, OBSERVER_PASSWORD, OBSERVER_USER
+from tests.conftest import API_PASSWORD, API_USER
 from tools.broker import Broker
 from tools.cli import cli
 
@@ -61,12 +61,6 @@ def api_login_env(broker) -> dict[str, str]:
         "MQTT_USERNAME": API_USER,
         "MQTT_PASSWORD": API_PASSWORD,
     }
-
-
-@pytest.fixture
-def monitor_login_env(api_login_env) -> dict[str, str]:
-    return {**api_login_env, "MQTT_MONITOR_USERNAME": OBSERVER_USER,
-            "MQTT_MONITOR_PASSWORD": OBSERVER_PASSWORD}
 
 
 def arcade_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import API_PASSWORD, API_USER, publish
+import pytest
+
+from tests.conftest import API_PASSWORD, API_USER, OBSERVER_PASSWORD, OBSERVER_USER, publish
 from tests.tools.conftest import arcade_process
 
 
@@ -78,8 +80,22 @@ def test_publish_needs_a_broker_setting(arcade):
     assert result.output == "error: MQTT_BROKER is not set (put it in .env or the environment)\n"
 
 
-def test_monitor_prints_published_messages_and_cabinet_states(
-        arcade, broker, monitor_login_env, tmp_path):
+@pytest.fixture
+def quiet(own_broker):
+    """(broker, monitor settings) of a broker of this test's own: no retained status left by
+    other tests can reach the monitor before the messages a test counts on."""
+    return own_broker, {
+        "MQTT_BROKER": own_broker.host,
+        "MQTT_PORT": str(own_broker.port),
+        "MQTT_USERNAME": API_USER,
+        "MQTT_PASSWORD": API_PASSWORD,
+        "MQTT_MONITOR_USERNAME": OBSERVER_USER,
+        "MQTT_MONITOR_PASSWORD": OBSERVER_PASSWORD,
+    }
+
+
+def test_monitor_prints_published_messages_and_cabinet_states(arcade, quiet, tmp_path):
+    broker, monitor_login_env = quiet
     # A retained status, as a cabinet leaves it; the monitor must show it on arrival.
     publish(broker, "arcade/machine/cab-b/status",
             json.dumps({"machineId": "cab-b", "state": "offline"}), "cab-b", "pw-cab-b",
@@ -109,7 +125,8 @@ def test_monitor_prints_published_messages_and_cabinet_states(
     assert "cab-b offline" in lines[-1]
 
 
-def test_monitor_of_one_machine_ignores_the_others(arcade, broker, monitor_login_env, tmp_path):
+def test_monitor_of_one_machine_ignores_the_others(arcade, quiet, tmp_path):
+    broker, monitor_login_env = quiet
     monitor = arcade_process(["monitor", "cab07", "--count", "1", "--timeout", "20"],
                              monitor_login_env, tmp_path)
     try:
@@ -125,7 +142,8 @@ def test_monitor_of_one_machine_ignores_the_others(arcade, broker, monitor_login
     assert "cab07" in out and "cab08" not in out
 
 
-def test_monitor_times_out_when_too_few_messages_arrive(arcade, monitor_login_env):
+def test_monitor_times_out_when_too_few_messages_arrive(arcade, quiet):
+    _, monitor_login_env = quiet
     result = arcade("monitor", "cab09", "--count", "1", "--timeout", "0.5",
                     env=monitor_login_env)
 
@@ -133,7 +151,8 @@ def test_monitor_times_out_when_too_few_messages_arrive(arcade, monitor_login_en
     assert "timed out after 0.5s with 0 of 1 messages" in result.output
 
 
-def test_monitor_shows_unreadable_payloads(arcade, broker, monitor_login_env, tmp_path):
+def test_monitor_shows_unreadable_payloads(arcade, quiet, tmp_path):
+    broker, monitor_login_env = quiet
     monitor = arcade_process(["monitor", "cab10", "--count", "1", "--timeout", "20"],
                              monitor_login_env, tmp_path)
     try:
