@@ -37,7 +37,12 @@ class Cabinet:
     # --- start-up --------------------------------------------------------------------------
     def resume(self):
         """Load the journal; whatever it still owes is pulsed and acked as if just received."""
-        owed = self.journal.load()
+        try:
+            owed = self.journal.load()
+        except Exception as e:  # unreadable: keep it for a human, never crash-loop on it
+            kept = self.journal.set_aside()
+            self._event("journal_unreadable", error=repr(e), kept_as=kept)
+            owed = 0
         if owed:
             self._event("resume", entries=owed, pending=self.journal.pending_credits())
 

@@ -54,6 +54,18 @@ class Journal:
         self._remember_entry_ids()
         return len(self.entries)
 
+    def set_aside(self):
+        """Rename unreadable files to *.bad (for a human to read) and start empty."""
+        for name in (JOURNAL, RECENT):
+            try:
+                os.rename(self.path(name), self.path(name + ".bad"))
+            except OSError:
+                pass
+        self.entries = []
+        self.recent = []
+        self._next_seq = 1
+        return self.path(JOURNAL + ".bad")
+
     def _remember_entry_ids(self):
         # The journal is written before the id list: after a cut between the two, repair it here.
         missing = False

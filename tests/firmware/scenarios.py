@@ -264,6 +264,19 @@ def scenario_gameover():
     return obs
 
 
+def scenario_unreadable_journal():
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    state = fresh_dir("unreadable")
+    with open(state + "/journal.dat", "w") as f:
+        f.write("v1 3\n1 2 2 0 \"cs_x\"\n")  # no end marker: never trust it
+    rig = Rig(state, cfg)
+    rig.send(coin(1, "cs_after"))
+    rig.run(300)
+    obs = rig.observations()
+    obs["files"] = sorted(os.listdir(state))
+    return obs
+
+
 MALFORMED = [
     b"",
     b"not json",
@@ -400,6 +413,7 @@ SCENARIOS = {
     "malformed": scenario_malformed,
     "config_errors": scenario_config_errors,
     "boot": scenario_boot,
+    "unreadable_journal": scenario_unreadable_journal,
 }
 
 

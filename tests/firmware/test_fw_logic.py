@@ -34,7 +34,7 @@ def events(obs: dict, kind: str) -> list[dict]:
 
 def test_both_interpreters_ran_every_scenario(micropython_results, cpython_results):
     names = {"pulses", "dedupe", "resume", "cut_everywhere", "lockout", "gameover", "malformed",
-             "config_errors", "boot"}
+             "config_errors", "boot", "unreadable_journal"}
     assert names <= set(micropython_results)
     assert names <= set(cpython_results)
 
@@ -171,3 +171,11 @@ def test_boot_opens_the_relay_before_anything_else(results):
         [[26, out, 0]], [[4, out, 1]], [[26, out, 0]], [[26, out, 0]]
     ]
     assert all(b["imported_ours"] == [] for b in boots)
+
+
+def test_unreadable_journal_is_kept_aside_without_a_crash_loop(results):
+    obs = results["unreadable_journal"]
+    assert "journal.dat.bad" in obs["files"]
+    [event] = events(obs, "journal_unreadable")
+    assert event["kept_as"].endswith("journal.dat.bad")
+    assert len(pulses(obs["edges"])) == 1  # the cabinet goes on crediting new payments
