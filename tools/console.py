@@ -13,7 +13,7 @@ from tools.errors import UserError
 # the firmware keeps (journal, recent ids, status…) and the config with its passwords hidden.
 BOARD_REPORT = r"""
 import os, json
-SHOW = ('.json', '.jsonl', '.dat', '.log', '.txt')
+SHOW = ('.json', '.jsonl', '.dat', '.bad', '.log', '.txt')  # .bad: a journal kept aside
 LIMIT = 4000
 def walk(folder):
     for name in sorted(os.listdir(folder)):
