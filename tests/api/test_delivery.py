@@ -60,7 +60,8 @@ def test_anything_else_is_ignored(store, topic, payload):
     assert store.get("cs_a").state == State.PUBLISHED and store.cabinets() == []
 
 
-def test_listener_records_acks_and_status_from_the_broker(broker, tmp_path):
+def test_listener_records_acks_and_status_from_the_broker(own_broker, tmp_path):
+    broker = own_broker  # its own: no retained status left by other tests
     from api.settings import settings_from_env
     from api.store_sqlite import SQLiteStore
     from tests.api.conftest import api_config
@@ -86,6 +87,5 @@ def test_listener_records_acks_and_status_from_the_broker(broker, tmp_path):
     finally:
         client.disconnect()
         client.loop_stop()
-        publish(broker, "arcade/machine/cab-b/status", b"", "cab-b", "pw-cab-b", retain=True)
     assert store.get("cs_listened").state == State.ACKED
     assert [c.state for c in store.cabinets()] == ["online"]
