@@ -37,7 +37,7 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _integer(
+def parse_integer(
     env: Mapping[str, str], name: str, default: int | None, minimum: int = 0
 ) -> int | None:
     raw = _text(env, name)
@@ -52,7 +52,7 @@ def _integer(
     return value
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+def parse_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = _text(env, name).lower()
     if not raw:
         return default
@@ -111,11 +111,11 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"STORE_URL must start with sqlite:/// or dynamodb://, got {store_url!r}"
         )
-    tls = _flag(env, "MQTT_TLS")
+    tls = parse_flag(env, "MQTT_TLS")
     ca_cert = _text(env, "MQTT_CA_CERT")
     if ca_cert and not Path(ca_cert).is_file():
         raise SettingsError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
-    test_checkout = _flag(env, "TEST_CHECKOUT")
+    test_checkout = parse_flag(env, "TEST_CHECKOUT")
     api_key = _text(env, "STRIPE_API_KEY")
     if test_checkout and api_key.startswith(("sk_live_", "rk_live_")):
         raise SettingsError("TEST_CHECKOUT cannot be used with a live STRIPE_API_KEY (sk_live_…)")
@@ -124,23 +124,23 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         mqtt_broker=_required(env, "MQTT_BROKER"),
         stripe_api_key=api_key,
         price_id=_text(env, "PRICE_ID"),
-        mqtt_port=_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
+        mqtt_port=parse_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
         mqtt_username=_text(env, "MQTT_USERNAME"),
         mqtt_password=_text(env, "MQTT_PASSWORD"),
         mqtt_tls=tls,
         mqtt_ca_cert=ca_cert,
         mqtt_topic_prefix=_text(env, "MQTT_TOPIC_PREFIX", "arcade"),
-        mqtt_publish_timeout=float(_integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, 100)) / 1000,
+        mqtt_publish_timeout=float(parse_integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, 100)) / 1000,
         store_url=store_url,
         stripe_api_base=_text(env, "STRIPE_API_BASE"),
-        cents_per_credit=_integer(env, "CENTS_PER_CREDIT", 100, minimum=1),
-        credits_per_purchase=_integer(env, "CREDITS_PER_PURCHASE", None, minimum=1),
+        cents_per_credit=parse_integer(env, "CENTS_PER_CREDIT", 100, minimum=1),
+        credits_per_purchase=parse_integer(env, "CREDITS_PER_PURCHASE", None, minimum=1),
         allowed_price_ids=_list(env, "ALLOWED_PRICE_IDS"),
         machine_ids=_list(env, "MACHINE_IDS"),
         machine_token_secret=_text(env, "MACHINE_TOKEN_SECRET"),
-        max_credits_per_message=_integer(env, "MAX_CREDITS_PER_MESSAGE", 20, minimum=1),
-        claim_lease_seconds=_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1),
-        webhook_tolerance_seconds=_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
+        max_credits_per_message=parse_integer(env, "MAX_CREDITS_PER_MESSAGE", 20, minimum=1),
+        claim_lease_seconds=parse_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1),
+        webhook_tolerance_seconds=parse_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
         test_checkout=test_checkout,
         public_url=_text(env, "PUBLIC_URL").rstrip("/"),
     )

@@ -6,70 +6,16 @@ takes the very path a real payment takes (signature check, ledger, coinpulse).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import time
-import uuid
 from collections.abc import Mapping
 
 import click
 
+from api.stripe_events import checkout_session, completed_event, signed_delivery
 from tools.errors import UserError
 from tools.http import ApiRefused, endpoint, post
 from tools.settings import integer, load_env, require_machine_id, text
 
 DEFAULT_API = "http://127.0.0.1:5000"
-
-
-def checkout_session(machine_id: str, amount: int, credits: int | None) -> dict:
-    """A completed, paid Checkout Session as Stripe sends it (metadata values are strings)."""
-    metadata = {"machine_id": machine_id}
-    if credits is not None:
-        metadata["credits"] = str(credits)
-    now = int(time.time())
-    return {
-        "id": f"cs_test_{uuid.uuid4().hex}",
-        "object": "checkout.session",
-        "amount_subtotal": amount,
-        "amount_total": amount,
-        "client_reference_id": machine_id,
-        "created": now,
-        "currency": "usd",
-        "customer_details": None,
-        "expires_at": now + 24 * 3600,
-        "livemode": False,
-        "metadata": metadata,
-        "mode": "payment",
-        "payment_intent": f"pi_{uuid.uuid4().hex[:24]}",
-        "payment_link": None,
-        "payment_method_types": ["card"],
-        "payment_status": "paid",
-        "status": "complete",
-    }
-
-
-def completed_event(session: dict) -> dict:
-    import stripe
-
-    return {
-        "id": f"evt_{uuid.uuid4().hex[:24]}",
-        "object": "event",
-        "api_version": stripe.api_version,
-        "created": int(time.time()),
-        "data": {"object": session},
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": "checkout.session.completed",
-    }
-
-
-def signature_header(body: bytes, secret: str, timestamp: int | None = None) -> str:
-    """Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>."""
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    signed = f"{timestamp}.".encode() + body
-    return f"t={timestamp},v1={hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()}"
 
 
 def signing_secret(env: Mapping[str, str]) -> str:
@@ -80,8 +26,9 @@ def signing_secret(env: Mapping[str, str]) -> str:
     return secrets[0]
 
 
-def purchase(credits: int | None, amount: int | None,
-             cents_per_credit: int) -> tuple[int, int | None]:
+def purchase(
+    credits: int | None, amount: int | None, cents_per_credit: int
+) -> tuple[int, int | None]:
     """(amount in cents, credits for the metadata): --amount leaves the credits to the API."""
     if credits is not None and amount is not None:
         raise UserError("give --credits or --amount, not both")
@@ -91,19 +38,29 @@ def purchase(credits: int | None, amount: int | None,
     return credits * cents_per_credit, credits
 
 
-@click.command(epilog="""\b
+@click.command(
+    epilog="""\b
 Examples:
   arcade pay machine_123                      # one credit
   arcade pay machine_123 --credits 3
   arcade pay machine_123 --amount 250 --api http://127.0.0.1:5000
-""")
+"""
+)
 @click.argument("machine_id")
 @click.option("--credits", type=click.IntRange(min=1), help="Credits bought [default: 1].")
-@click.option("--amount", type=click.IntRange(min=1),
-              help="Amount paid in cents, without credits metadata (the API divides by "
-                   "CENTS_PER_CREDIT).")
-@click.option("--api", "api_url", envvar="ARCADE_API_URL", default=DEFAULT_API,
-              show_default=True, help="Base URL of the API [env: ARCADE_API_URL].")
+@click.option(
+    "--amount",
+    type=click.IntRange(min=1),
+    help="Amount paid in cents, without credits metadata (the API divides by CENTS_PER_CREDIT).",
+)
+@click.option(
+    "--api",
+    "api_url",
+    envvar="ARCADE_API_URL",
+    default=DEFAULT_API,
+    show_default=True,
+    help="Base URL of the API [env: ARCADE_API_URL].",
+)
 def pay(machine_id: str, credits: int | None, amount: int | None, api_url: str) -> None:
     """Send the local API a signed checkout.session.completed, as Stripe would after a payment.
 
@@ -114,15 +71,12 @@ def pay(machine_id: str, credits: int | None, amount: int | None, api_url: str) 
     secret = signing_secret(env)
     amount, credits = purchase(credits, amount, integer(env, "CENTS_PER_CREDIT", 100))
     session = checkout_session(machine_id, amount, credits)
-    body = json.dumps(completed_event(session), indent=2).encode()
-    headers = {
-        "Content-Type": "application/json; charset=utf-8",
-        "Stripe-Signature": signature_header(body, secret),
-        "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) arcade-pay",
-    }
+    body, headers = signed_delivery(completed_event(session), secret)
+    headers["User-Agent"] = "Stripe/1.0 (+https://stripe.com/docs/webhooks) arcade-pay"
     bought = f"{credits} credit(s)" if credits is not None else "credits from the amount"
-    click.echo(f"paying {amount / 100:.2f} USD for {machine_id} ({bought}), "
-               f"session {session['id']}")
+    click.echo(
+        f"paying {amount / 100:.2f} USD for {machine_id} ({bought}), session {session['id']}"
+    )
     answer = post(endpoint(api_url, "/webhook"), body, headers)
     if not 200 <= answer.status < 300:
         raise ApiRefused(f"the API answered {answer.status}: {answer.reason()}")

@@ -21,34 +21,26 @@ def text(env: Mapping[str, str], name: str, default: str = "") -> str:
 
 
 def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = text(env, name).lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"{name} must be true or false, got {raw!r}")
+    from api.settings import SettingsError, parse_flag
+
+    try:
+        return parse_flag(env, name, default)
+    except SettingsError as error:
+        raise UserError(str(error)) from None
 
 
 def integer(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = text(env, name)
-    if not raw:
-        return default
+    from api.settings import SettingsError, parse_integer
+
     try:
-        value = int(raw)
-    except ValueError:
-        raise UserError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise UserError(f"{name} must be at least {minimum}, got {value}")
-    return value
+        return parse_integer(env, name, default, minimum)
+    except SettingsError as error:
+        raise UserError(str(error)) from None
 
 
 def require_machine_id(machine_id: str) -> str:
     from api.machines import is_valid_machine_id
 
     if not is_valid_machine_id(machine_id):
-        raise UserError(
-            f"invalid machine id {machine_id!r}: use 1-64 letters, digits, '_' or '-'"
-        )
+        raise UserError(f"invalid machine id {machine_id!r}: use 1-64 letters, digits, '_' or '-'")
     return machine_id
