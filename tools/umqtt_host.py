@@ -178,6 +178,8 @@ def install_umqtt(cache: Path | None = None) -> types.ModuleType:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = previous
+    # simple.py imports ussl only inside connect() when TLS is on, long after the above.
+    sys.modules.setdefault("ussl", aliases["ussl"])
     package = types.ModuleType("umqtt")
     package.__path__ = []  # type: ignore[attr-defined]
     package.simple = module  # type: ignore[attr-defined]
