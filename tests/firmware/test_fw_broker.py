@@ -219,3 +219,23 @@ def test_1000_fuzzed_payloads_never_pulse_nor_crash(fuzz_target):
     assert len(cab.of("rejected")) == len(sent)
     assert len(relay_pulses(cab.read())) == 1
     assert [e["id"] for e in cab.of("credit")] == ["sentinel"]
+
+
+def test_tls_broker_with_the_cabinet_ca_file(tmp_path, host_cabinet, subscribe):
+    from tests.conftest import make_broker
+    from tools.certs import make_tls_files
+
+    broker = make_broker(tmp_path / "mosquitto")
+    broker.tls = make_tls_files(tmp_path / "tls")
+    broker.start()
+    try:
+        acks = subscribe("arcade/machine/cab09/ack", on=broker)
+        config = cabinet_config(broker, "cab09", pulse_ms=20, gap_ms=20)
+        config["mqtt"].update(tls=True, ca_file=str(broker.tls.cafile))
+        cab = started(host_cabinet(config))
+        coinpulse(broker, "cab09", 2, "cs_tls")
+        assert acks.next(timeout=15).json()["id"] == "cs_tls"
+        assert len(relay_pulses(cab.read())) == 2
+        cab.stop()
+    finally:
+        broker.stop()
