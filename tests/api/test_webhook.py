@@ -314,3 +314,28 @@ def test_primary_secret_in_use(client, coinpulses):
     event = stripe_event("checkout.session.completed", checkout_session())
     assert deliver(client, event, secret=WEBHOOK_SECRET).status_code == 200
     coinpulses.next()
+
+
+def test_async_succeeded_before_completed_still_credits_once(client, app, coinpulses):
+    """Stripe does not promise order: the later, older-looking event must not undo anything."""
+    session = checkout_session(payment_status="paid")
+    first = deliver(client, stripe_event("checkout.session.async_payment_succeeded", session))
+    assert first.json["result"] == "published"
+    late = dict(session, payment_status="unpaid")
+    assert deliver(client, stripe_event("checkout.session.completed", late)).status_code == 200
+    assert app.extensions["arcade"].store.get(session["id"]).state == State.PUBLISHED
+    assert len(coinpulses.nothing_more()) == 1
+
+
+def test_free_checkout_with_credits_is_credited(client, coinpulses):
+    session = checkout_session(credits=1, amount=0, payment_status="no_payment_required")
+    response = deliver(client, stripe_event("checkout.session.completed", session))
+    assert response.json["result"] == "published"
+    assert coinpulses.next().json()["credits"] == 1
+
+
+def test_purchase_worth_no_credit_publishes_nothing(client, coinpulses):
+    session = checkout_session(credits=None, amount=50)
+    response = deliver(client, stripe_event("checkout.session.completed", session))
+    assert response.status_code == 200 and response.json["result"] == "ignored"
+    assert coinpulses.nothing_more() == []
