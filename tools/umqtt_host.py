@@ -180,7 +180,6 @@ def install_umqtt(cache: Path | None = None) -> types.ModuleType:
                 sys.modules[name] = previous
     # simple.py imports ussl only inside connect() when TLS is on, long after the above.
     sys.modules.setdefault("ussl", aliases["ussl"])
-    sys.modules.setdefault("ussl", aliases["ussl"])  # 1.3.4 imports it inside connect()
     package = types.ModuleType("umqtt")
     package.__path__ = []  # type: ignore[attr-defined]
     package.simple = module  # type: ignore[attr-defined]
