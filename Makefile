@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install deps mosquitto test test-fast lint run bench clean
+.PHONY: help install deps mosquitto chromium test test-browser test-fast lint run bench clean
 
 help:
 	@echo "make run        start the whole system on this machine"
 	@echo "make test       install everything needed and run every test"
+	@echo "make test-browser  the test-checkout page in a real headless chromium"
 	@echo "make test-fast  the tests without the slow end-to-end suites"
 	@echo "make lint       ruff"
 	@echo "make bench      print the benchmark tables"
@@ -38,7 +39,18 @@ deps: $(STAMP) node_modules/.installed mosquitto
 
 test: deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not browser"
+
+# Debian's chromium from the system package manager (no browser download), like mosquitto.
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "Installing chromium with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: install it with your package manager"; fi; }
+
+test-browser: deps chromium
+	$(BIN)/pytest -q -m browser
 
 test-fast: deps
 	$(BIN)/pytest -q -m "not slow"
