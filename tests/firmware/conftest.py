@@ -62,16 +62,31 @@ def parse_results(stdout: str) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def micropython_results() -> dict[str, dict]:
-    stdout = run_micropython("import scenarios\nscenarios.main(root='/tmp/s', firmware='/fw')")
+def net_dir(tmp_path_factory) -> Path:
+    """The genuine umqtt/simple.py (from PyPI, see tools/umqtt_host.py) and a scripted broker
+    behind a fake `usocket`, for link.py on either interpreter."""
+    from tools.umqtt_host import umqtt_simple_path
+
+    folder = tmp_path_factory.mktemp("net")
+    (folder / "umqtt").mkdir()
+    (folder / "umqtt" / "__init__.py").write_text("")
+    shutil.copyfile(umqtt_simple_path(), folder / "umqtt" / "simple.py")
+    shutil.copyfile(HERE / "fake_net.py", folder / "usocket.py")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def micropython_results(net_dir) -> dict[str, dict]:
+    stdout = run_micropython("import scenarios\nscenarios.main(root='/tmp/s', firmware='/fw')",
+                             dirs=[FIRMWARE, HERE, net_dir])
     return parse_results(stdout)
 
 
 @pytest.fixture(scope="session")
-def cpython_results(tmp_path_factory) -> dict[str, dict]:
+def cpython_results(tmp_path_factory, net_dir) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("scenarios")
     result = subprocess.run(
-        [sys.executable, str(HERE / "run_cpython.py"), str(FIRMWARE), str(root)],
+        [sys.executable, str(HERE / "run_cpython.py"), str(FIRMWARE), str(root), str(net_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

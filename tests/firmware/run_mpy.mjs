@@ -1,6 +1,6 @@
 // Runs Python on the real MicroPython VM (the npm WebAssembly port).
 //   node run_mpy.mjs DIR[,DIR...] CODE [CODE ...]
-// Every .py file of each DIR is copied into the VM's in-memory file system under /fw (all on
+// Every .py file of each DIR (and its subfolders) is copied into the VM's in-memory file system under /fw (all on
 // sys.path); each CODE argument is then run by its own runPython call, so gc between calls
 // sees a clean stack (see bench/firmware_heap.py). Exit status 1 on a Python exception.
 import { readdirSync, readFileSync } from "node:fs";
@@ -14,11 +14,17 @@ const mp = await loadMicroPython({
   stderr: (line) => process.stderr.write(line + "\n"),
 });
 mp.FS.mkdirTree("/fw");
-for (const dir of dirs.split(",")) {
-  for (const name of readdirSync(dir)) {
-    if (name.endsWith(".py")) mp.FS.writeFile(join("/fw", name), readFileSync(join(dir, name)));
+function copyTree(from, to) {
+  for (const entry of readdirSync(from, { withFileTypes: true })) {
+    if (entry.isDirectory()) {
+      mp.FS.mkdirTree(join(to, entry.name));
+      copyTree(join(from, entry.name), join(to, entry.name));
+    } else if (entry.name.endsWith(".py")) {
+      mp.FS.writeFile(join(to, entry.name), readFileSync(join(from, entry.name)));
+    }
   }
 }
+for (const dir of dirs.split(",")) copyTree(dir, "/fw");
 mp.runPython("import sys\nsys.path.insert(0, '/fw')");
 try {
   for (const code of codes) mp.runPython(code);

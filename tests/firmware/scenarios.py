@@ -277,6 +277,78 @@ def scenario_unreadable_journal():
     return obs
 
 
+def scenario_link():
+    """link.py with the genuine umqtt.simple over a scripted broker (fake_net.py as usocket)."""
+    import usocket
+
+    broker = usocket.BROKER
+    state = fresh_dir("link")
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20},
+                      mqtt={"keepalive": 30, "timeout_s": 5, "backoff_max_s": 8})
+    board = FakeBoard(state)
+    loop = app.Loop(board, cfg)  # the real link.Link
+    seen_at_puback = []
+    broker.on_puback = lambda pid: seen_at_puback.append(
+        [pid, "cs_link" in _file_text(state + "/journal.dat")])
+
+    def run(ms):
+        end = board.now + ms
+        while board.now < end:
+            loop.step()
+
+    run(50)
+    connect = broker.of(0x10)[0][1]
+    subscribe = broker.of(0x80)[0][1]
+    broker.deliver(COIN, coin(2, "cs_link"), 7)
+    run(500)
+    pings_before = len(broker.of(0xC0))
+    run(16000)  # keepalive 30 s: a ping every 15 s
+    pings = len(broker.of(0xC0)) - pings_before
+    broker.silent = True  # the broker (or the path to it) stops answering
+    silent_at = board.now
+    run(40000)
+    drops = [e for e in board.events if e[1] == "disconnected"]
+    silent_drop = [[e[0] - silent_at, e[2]] for e in drops]
+    broker.silent = False
+    run(12000)  # the reconnect backoff is capped at 8 s (+ jitter)
+    connects_after_silence = broker.connects
+    broker.sockets[-1].broken = True  # the connection drops
+    run(100)
+    broken_drop = [e[2] for e in board.events if e[1] == "disconnected"][len(drops):]
+    run(5000)
+    cid_len = connect[10] << 8 | connect[11]
+    return {
+        "connect_flags": connect[7],
+        "keepalive": connect[8] << 8 | connect[9],
+        "client_id": connect[12:12 + cid_len].decode(),
+        "subscribe_topic": subscribe[4:-1].decode(),
+        "subscribe_qos": subscribe[-1],
+        "seen_at_puback": seen_at_puback,
+        "publishes": [[p[0] & 0x0F, _publish_topic(p[1])] for p in broker.of(0x30)],
+        "edges": board.edges,
+        "pings": pings,
+        "silent_drop": silent_drop,
+        "connects_after_silence": connects_after_silence,
+        "broken_drop": broken_drop,
+        "connects": broker.connects,
+        "subscribes": len(broker.of(0x80)),
+        "socket_timeouts": [sock.timeout for sock in broker.sockets],
+        "fed": board.wdt.fed,
+    }
+
+
+def _publish_topic(body):
+    return body[2:2 + (body[0] << 8 | body[1])].decode()
+
+
+def _file_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 MALFORMED = [
     b"",
     b"not json",
@@ -414,6 +486,7 @@ SCENARIOS = {
     "config_errors": scenario_config_errors,
     "boot": scenario_boot,
     "unreadable_journal": scenario_unreadable_journal,
+    "link": scenario_link,
 }
 
 

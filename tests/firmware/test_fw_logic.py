@@ -34,7 +34,7 @@ def events(obs: dict, kind: str) -> list[dict]:
 
 def test_both_interpreters_ran_every_scenario(micropython_results, cpython_results):
     names = {"pulses", "dedupe", "resume", "cut_everywhere", "lockout", "gameover", "malformed",
-             "config_errors", "boot", "unreadable_journal"}
+             "config_errors", "boot", "unreadable_journal", "link"}
     assert names <= set(micropython_results)
     assert names <= set(cpython_results)
 
@@ -179,3 +179,26 @@ def test_unreadable_journal_is_kept_aside_without_a_crash_loop(results):
     [event] = events(obs, "journal_unreadable")
     assert event["kept_as"].endswith("journal.dat.bad")
     assert len(pulses(obs["edges"])) == 1  # the cabinet goes on crediting new payments
+
+
+def test_link_with_genuine_umqtt_simple(results):
+    """link.py + the real umqtt.simple (1.3.4 from PyPI) over a scripted broker."""
+    obs = results["link"]
+    flags = obs["connect_flags"]
+    assert flags & 0x02 == 0  # clean_session=False: the broker keeps our session
+    assert flags & 0x04 and flags & 0x20 and (flags >> 3) & 3 == 1  # retained QoS 1 last will
+    assert flags & 0xC0 == 0xC0  # user and password
+    assert obs["client_id"] == MACHINE and obs["keepalive"] == 30
+    assert obs["subscribe_topic"] == f"arcade/machine/{MACHINE}/coinpulse"
+    assert obs["subscribe_qos"] == 1
+    assert obs["seen_at_puback"] == [[7, True]]  # the PUBACK left only after the journal write
+    assert len(pulses(obs["edges"])) == 2
+    retained_status, ack = obs["publishes"][0], obs["publishes"][1]
+    assert retained_status == [0x03, f"arcade/machine/{MACHINE}/status"]  # QoS 1, retained
+    assert ack == [0x02, f"arcade/machine/{MACHINE}/ack"]  # QoS 1, not retained
+    assert obs["pings"] == 1  # our own keepalive: one ping per keepalive/2
+    # A silent broker is noticed within keepalive + timeout (or a publish's timeout), not never.
+    assert obs["silent_drop"] and obs["silent_drop"][0][0] <= (30 + 5) * 1000
+    assert obs["connects_after_silence"] == 2
+    assert obs["broken_drop"] and obs["connects"] == 3 and obs["subscribes"] == 3
+    assert all(timeout == 5 for timeout in obs["socket_timeouts"])  # never fully blocking
