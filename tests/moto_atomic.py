@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
 
-_LOCK = threading.Lock()
+# Re-entrant, so that nesting (a session-wide patch plus a test's own) cannot deadlock.
+_LOCK = threading.RLock()
 
 
 @contextmanager
@@ -23,10 +24,14 @@ def atomic_dynamodb() -> Iterator[None]:
     from moto.dynamodb.responses import DynamoHandler
 
     original = DynamoHandler.call_action
+    if getattr(original, "serialised", False):
+        yield  # already in force
+        return
 
     def call_action(self):
         with _LOCK:
             return original(self)
 
+    call_action.serialised = True
     with mock.patch.object(DynamoHandler, "call_action", call_action):
         yield
