@@ -85,6 +85,16 @@ class Output:
     def wait_for(self, text: str, timeout: float = 15.0) -> None:
         self.wait_count(text, 1, timeout)
 
+    def wait_line(self, line: str, timeout: float = 15.0) -> None:
+        """Until a line is exactly `line` (not merely containing it)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while line not in self.lines:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise AssertionError(f"no line {line!r} in:\n" + "\n".join(self.lines[-60:]))
+                self._changed.wait(left)
+
     @property
     def text(self) -> str:
         with self._changed:

@@ -54,8 +54,8 @@ def test_arcade_run_pays_a_cabinet_and_stops_cleanly_on_ctrl_c(tmp_path):
     )
     out = Output(run.stdout)
     try:
-        out.wait_for("ready", timeout=60)
-        assert "ready" in out.lines and "Stop:   Ctrl-C" in out.text
+        out.wait_line("ready", timeout=60)  # the banner's last line
+        assert "Stop:   Ctrl-C" in out.text
         settings = dotenv_values(workdir / "arcade.env")
         paid = subprocess.run(arcade_argv("pay", "demo-1", "--credits", "2"),
                               env=process_env(settings), cwd=tmp_path, capture_output=True,
@@ -72,7 +72,7 @@ def test_arcade_run_pays_a_cabinet_and_stops_cleanly_on_ctrl_c(tmp_path):
     finally:
         run.send_signal(signal.SIGINT)  # Ctrl-C
         returncode = run.wait(timeout=60)
-    out.wait_for("stopped")  # the output thread may still be catching up
+    out.wait_line("stopped")  # the output thread may still be catching up
     assert returncode == 0, out.text
     assert out.lines[-1] == "stopped"
     assert processes_under(tmp_path) == []
