@@ -11,15 +11,8 @@ import uuid
 import pytest
 
 from api.store import Claim, Payment, State
-from tests.moto_atomic import atomic_dynamodb
 
 LEASE = 60.0
-
-
-@pytest.fixture(autouse=True)
-def dynamodb_as_atomic_as_aws():
-    with atomic_dynamodb():
-        yield
 
 
 @pytest.fixture
