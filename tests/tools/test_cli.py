@@ -41,7 +41,8 @@ def test_every_command_has_help_with_an_example(arcade, path):
 @pytest.mark.parametrize("name", MY_COMMANDS)
 def test_every_tool_is_documented(name):
     text = (REPO / "docs" / "tools.md").read_text()
-    walkthrough = text.split("## From bare board to first credit")[1].split("\n## ")[0]
+    readme = (REPO / "README.md").read_text()
+    walkthrough = readme.split("## From bare board to first credit")[1].split("\n## ")[0]
 
     assert f"## `arcade {name}" in text
     if name not in ("console", "files"):  # debugging aids, not steps to a first credit
