@@ -9,13 +9,12 @@ from pulser import Pulser
 class Cabinet:
     def __init__(self, board, cfg):
         self._board = board
-        self._cfg = cfg
         self.machine_id = cfg["machine_id"]
         prefix = cfg["mqtt"]["topic_prefix"]
         self.coin_topic = contract.topic(prefix, self.machine_id, "coinpulse").encode()
-        self._topics = {}
-        for kind in ("status", "ack", "gameover"):
-            self._topics[kind] = contract.topic(prefix, self.machine_id, kind).encode()
+        self.status_topic = contract.topic(prefix, self.machine_id, "status").encode()
+        self._ack_topic = contract.topic(prefix, self.machine_id, "ack").encode()
+        self._gameover_topic = contract.topic(prefix, self.machine_id, "gameover").encode()
         self._max_credits = cfg["max_credits_per_message"]
         self._per_credit = cfg["relay"]["pulses_per_credit"]
         self.journal = Journal(board.STATE_DIR)
@@ -43,6 +42,9 @@ class Cabinet:
             kept = self.journal.set_aside()
             self._event("journal_unreadable", error=repr(e), kept_as=kept)
             owed = 0
+        if self.journal.recent_problem is not None:  # credits kept; only the id list set aside
+            self._event("recent_ids_unreadable", error=self.journal.recent_problem,
+                        kept_as=self.journal.path("recent.dat.bad"))
         if owed:
             self._event("resume", entries=owed, pending=self.journal.pending_credits())
 
@@ -110,10 +112,6 @@ class Cabinet:
             locked=self.locked,
         )
 
-    @property
-    def status_topic(self):
-        return self._topics["status"]
-
     def flush(self, link, now):
         """Publish what we owe, oldest duty first; stops at the first failure (link went down)."""
         if not self._flush_status(link, now):
@@ -121,7 +119,7 @@ class Cabinet:
         entry = self.journal.next_to_ack()
         while entry is not None:
             payload = contract.ack(self.machine_id, entry.credit_id, entry.credits, self._stamp())
-            if not link.publish(self._topics["ack"], payload, False):
+            if not link.publish(self._ack_topic, payload, False):
                 return False
             self.journal.acked(entry)
             self._event("ack", id=entry.credit_id, credits=entry.credits)
@@ -129,7 +127,7 @@ class Cabinet:
         queue = self._gameover.queue if self._gameover is not None else ()
         while queue:
             payload = contract.gameover(self.machine_id, queue[0], self._stamp())
-            if not link.publish(self._topics["gameover"], payload, False):
+            if not link.publish(self._gameover_topic, payload, False):
                 return False
             self._event("gameover_sent", id=queue.pop(0))
         return True
@@ -139,7 +137,7 @@ class Cabinet:
         due = self._status_sent != state
         if not due and self._board.ticks_diff(now, self._status_at) < self._status_every_ms:
             return True
-        if not link.publish(self._topics["status"], self.status_payload(), True):
+        if not link.publish(self.status_topic, self.status_payload(), True):
             return False
         self._status_sent = state
         self._status_at = now

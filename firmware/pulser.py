@@ -48,6 +48,7 @@ class Pulser:
         entry = self._entry
         self._journal.pulsed(entry)
         if not entry.pulsing():
+            self._entry = None  # nothing of a paid message stays referenced from here
             self._events("paid", entry)
         return self._board.ticks_diff(self._until, self._board.ticks_ms())
 

@@ -277,6 +277,57 @@ def scenario_unreadable_journal():
     return obs
 
 
+# A board upgraded from firmware 1.0 keeps its files: recent.dat then held one JSON id a line.
+_OLD_RECENT = '"A"\n"cs_old"\nend\n'
+_PENDING_JOURNAL = 'v1 5\n4 1 1 0 "cs_pending"\nend\n'  # one credit owed, no pulse yet
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def scenario_recent_upgrade():
+    """The old id list is read and rewritten as digests; its ids stay duplicates."""
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    state = fresh_dir("upgrade")
+    _write(state + "/recent.dat", _OLD_RECENT)
+    _write(state + "/journal.dat", _PENDING_JOURNAL)
+    rig = Rig(state, cfg)
+    converted = _file_text(state + "/recent.dat").split("\n")
+    for credit_id in ("A", "cs_old", "cs_pending", "cs_new"):
+        rig.send(coin(1, credit_id))
+    rig.run_until(lambda: not rig.link.inbox and not rig.loop.cabinet.journal.entries, 5000)
+    rig.reboot()
+    for credit_id in ("A", "cs_old", "cs_pending", "cs_new"):
+        rig.send(coin(1, credit_id))
+    rig.run(500)
+    obs = rig.observations()
+    obs["converted"] = converted
+    obs["files"] = sorted(os.listdir(state))
+    return obs
+
+
+def scenario_recent_unreadable():
+    """An id list in no format we know is set aside; the credits owed in the journal are kept."""
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    runs = []
+    for text in ("v9 from the future\nend\n", '"A"\n"cs_cut', "\xff\xfe\nend\n"):
+        state = fresh_dir("unreadable_recent")
+        _write(state + "/recent.dat", text)
+        _write(state + "/journal.dat", _PENDING_JOURNAL)
+        rig = Rig(state, cfg)
+        rig.send(coin(1, "cs_pending"))  # the broker's redelivery: still a duplicate
+        rig.run(300)
+        rig.send(coin(1, "cs_after"))
+        rig.run(300)
+        obs = rig.observations()
+        obs["files"] = sorted(os.listdir(state))
+        obs["recent"] = _file_text(state + "/recent.dat").split("\n")[0]
+        runs.append(obs)
+    return {"runs": runs}
+
+
 def scenario_link():
     """link.py with the genuine umqtt.simple over a scripted broker (fake_net.py as usocket)."""
     import usocket
@@ -486,6 +537,8 @@ SCENARIOS = {
     "config_errors": scenario_config_errors,
     "boot": scenario_boot,
     "unreadable_journal": scenario_unreadable_journal,
+    "recent_upgrade": scenario_recent_upgrade,
+    "recent_unreadable": scenario_recent_unreadable,
     "link": scenario_link,
 }
 

@@ -14,8 +14,8 @@ FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 SOURCES = sorted(FIRMWARE.glob("*.py"))
 # What MicroPython on an ESP32 offers (plus umqtt, frozen into the stock image) and our modules.
 ALLOWED_IMPORTS = {
-    "gc", "json", "machine", "micropython", "network", "ntptime", "os", "random", "ssl", "sys",
-    "time", "umqtt.simple",
+    "gc", "hashlib", "json", "machine", "micropython", "network", "ntptime", "os", "random", "ssl",
+    "sys", "time", "umqtt.simple",
 } | {path.stem for path in SOURCES}
 
 

@@ -34,7 +34,8 @@ def events(obs: dict, kind: str) -> list[dict]:
 
 def test_both_interpreters_ran_every_scenario(micropython_results, cpython_results):
     names = {"pulses", "dedupe", "resume", "cut_everywhere", "lockout", "gameover", "malformed",
-             "config_errors", "boot", "unreadable_journal", "link"}
+             "config_errors", "boot", "unreadable_journal", "recent_upgrade",
+             "recent_unreadable", "link"}
     assert names <= set(micropython_results)
     assert names <= set(cpython_results)
 
@@ -179,6 +180,30 @@ def test_unreadable_journal_is_kept_aside_without_a_crash_loop(results):
     [event] = events(obs, "journal_unreadable")
     assert event["kept_as"].endswith("journal.dat.bad")
     assert len(pulses(obs["edges"])) == 1  # the cabinet goes on crediting new payments
+
+
+def test_recent_ids_of_firmware_1_0_are_converted_and_still_deduplicate(results):
+    obs = results["recent_upgrade"]
+    head, *digests, end, _ = obs["converted"]
+    assert head == "v2 sha256/96" and end == "end"
+    # A and cs_old from the old file, cs_pending from the journal: 96-bit digests in hex.
+    assert len(digests) == 3 and all(len(d) == 24 for d in digests)
+    assert "recent.dat.bad" not in obs["files"]
+    assert [e["id"] for e in events(obs, "credit")] == ["cs_new"]
+    duplicates = [e["id"] for e in events(obs, "duplicate")]
+    assert duplicates == ["A", "cs_old", "cs_pending", "A", "cs_old", "cs_pending", "cs_new"]
+    assert len(pulses(obs["edges"])) == 2  # the credit owed from before the upgrade, and cs_new
+
+
+def test_unreadable_recent_ids_are_set_aside_keeping_the_credits_owed(results):
+    for obs in results["recent_unreadable"]["runs"]:
+        assert "recent.dat.bad" in obs["files"] and "journal.dat.bad" not in obs["files"]
+        assert obs["recent"] == "v2 sha256/96"  # a fresh list, rebuilt from the journal
+        [event] = events(obs, "recent_ids_unreadable")
+        assert event["kept_as"].endswith("recent.dat.bad")
+        assert [e["id"] for e in events(obs, "duplicate")] == ["cs_pending"]
+        assert [e["id"] for e in events(obs, "credit")] == ["cs_after"]
+        assert len(pulses(obs["edges"])) == 2  # the credit owed, then cs_after
 
 
 def test_link_with_genuine_umqtt_simple(results):
