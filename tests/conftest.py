@@ -201,11 +201,15 @@ def moto_server():
     """moto's DynamoDB in server mode: the store talks real HTTP to it, as to AWS."""
     from moto.server import ThreadedMotoServer
 
+    from tests.moto_atomic import atomic_dynamodb
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    # DynamoDB's per-item atomicity, which moto lacks (see tests/moto_atomic.py).
+    with atomic_dynamodb():
+        server.start()
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+        server.stop()
 
 
 @pytest.fixture

@@ -242,12 +242,3 @@ def deliver(client, event: dict | bytes, path: str = "/webhook", **kwargs):
     body, headers = signed(event, **kwargs)
     return client.post(path, data=body, headers=headers)
 
-
-@pytest.fixture
-def aws_env(aws_env):
-    """The moto endpoint, with DynamoDB's per-item atomicity (see tests/moto_atomic.py): without
-    it the ledger's concurrent-claim contract test races inside moto, not in our store."""
-    from tests.moto_atomic import atomic_dynamodb
-
-    with atomic_dynamodb():
-        yield aws_env
