@@ -4,7 +4,7 @@ One handler for every way AWS invokes a function over HTTP: API Gateway REST API
 HTTP APIs (payload 2.0), Application Load Balancers (with or without multi-value headers) and
 Function URLs. apig-wsgi translates each event into a WSGI request for the Flask app and the
 response back into the shape that event's source expects; the archived aws-wsgi only knows the
-REST API's payload 1.0 and crashes on the others (see docs/deploy.md).
+REST API's payload 1.0 and crashes on the others (see the README, "Deploy to AWS").
 
 The app is built on the first event, not at import: importing this module stays fast (no Stripe,
 boto3 or paho), and settings and secrets are read once per container.
