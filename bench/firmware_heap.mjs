@@ -40,8 +40,9 @@ mp.runPython(`import ${modules}`);
 measure("imported");
 mp.runPython(`del ${modules}`);  // sys.modules keeps them, as on the board
 // From here on the cabinet runs on tests/firmware/fake_board.py, which stands in for board.py: a
-// board holds one of the two, so board.py leaves (fake_board.py, the larger, is counted instead).
-mp.runPython("import sys\nsys.modules.pop('board')");
+// board holds one of the two, so board.py leaves (fake_board.py, the larger, is counted instead),
+// and with it the stand-ins for machine and network (C modules in the ESP32's flash, no heap).
+mp.runPython("import sys\nfor name in ('board', 'machine', 'network'):\n    sys.modules.pop(name)");
 mp.FS.writeFile("/state/config.json", JSON.stringify({
   machine_id: "machine_123", wifi: { ssid: "x" }, mqtt: { host: "h" },
   relay: { pulse_ms: 20, gap_ms: 20 }, gameover: { pin: 27 }, lockout: { pin: 25 },
