@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,7 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.store_sqlite import SQLiteStore  # noqa: E402
-from bench.webhook import cold_import_ms, settings_env, signed_webhook, summarise  # noqa: E402
+from bench.webhook import (  # noqa: E402
+    cold_import_ms,
+    gunicorn,
+    settings_env,
+    signed_webhook,
+    summarise,
+)
 from tests.conftest import (  # noqa: E402
     OBSERVER_PASSWORD,
     OBSERVER_USER,
@@ -46,39 +50,12 @@ from tests.conftest import (  # noqa: E402
     cabinet_config,
     make_broker,
 )
-from tools.broker import Broker, api_acl, free_port  # noqa: E402
+from tools.broker import Broker, api_acl  # noqa: E402
 
 PULSE_MS = GAP_MS = 20  # the firmware's minimum: the pulse train itself is not what we measure
 
 
 # --- processes ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def gunicorn(env: dict[str, str], workdir: Path, workers: int, threads: int = 8) -> Iterator[str]:
-    """The API under gunicorn on a free port; yields its URL once /status answers."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-         str(workers), "--threads", str(threads), "api:create_app()"],
-        env={**os.environ, **env}, cwd=workdir,  # not the repo: its .env must not apply
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/status", timeout=1)
-                break
-            except requests.ConnectionError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # waiting for gunicorn to listen, bounded by the deadline
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
-
-
 def bench_broker(workdir: Path) -> Broker:
     """The tests' broker (cabinet logins, observer) plus bench/webhook.py's API login."""
     broker = make_broker(workdir / "mosquitto")

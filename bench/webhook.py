@@ -10,6 +10,7 @@ time of the Lambda entry module. Run by hand or with `make bench`; loopback only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,58 +96,53 @@ def bench_in_process(broker: Broker, workdir: Path, count: int) -> dict:
     return summarise("in-process WSGI", latencies, time.perf_counter() - started)
 
 
-def bench_gunicorn(broker: Broker, workdir: Path, count: int, workers: int) -> dict:
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], workdir: Path, workers: int, threads: int = 8) -> Iterator[str]:
+    """The API under gunicorn on a free port; yields its URL once /status answers."""
     import requests
 
     port = free_port()
-    env = {**os.environ, **settings_env(broker, workdir)}
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            "4",
-            "api:create_app()",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
+         str(workers), "--threads", str(threads), "api:create_app()"],
+        env={**os.environ, **env}, cwd=workdir,  # not the repo: its .env must not apply
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        session = requests.Session()
         deadline = time.monotonic() + 30
         while True:
             try:
-                session.get(f"{url}/status", timeout=1)
+                requests.get(f"{url}/status", timeout=1)
                 break
             except requests.ConnectionError:
-                if time.monotonic() > deadline:
+                if server.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)  # waiting for gunicorn to listen, bounded by the deadline
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def bench_gunicorn(broker: Broker, workdir: Path, count: int, workers: int) -> dict:
+    import requests
+
+    with gunicorn(settings_env(broker, workdir), workdir, workers, threads=4) as url:
+        session = requests.Session()
         for _ in range(20 * workers):
             body, headers = signed_webhook("bench")
             session.post(f"{url}/webhook", data=body, headers=headers)
-        requests_ = [signed_webhook("bench") for _ in range(count)]
+        deliveries = [signed_webhook("bench") for _ in range(count)]
         latencies = []
         started = time.perf_counter()
-        for body, headers in requests_:
+        for body, headers in deliveries:
             t0 = time.perf_counter()
             response = session.post(f"{url}/webhook", data=body, headers=headers)
             latencies.append(time.perf_counter() - t0)
             assert response.status_code == 200, response.text
-        return summarise(
-            f"gunicorn HTTP, {workers} worker(s)", latencies, time.perf_counter() - started
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        elapsed = time.perf_counter() - started
+    return summarise(f"gunicorn HTTP, {workers} worker(s)", latencies, elapsed)
 
 
 def cold_import_ms(module: str, runs: int = 5) -> float:
