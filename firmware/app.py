@@ -47,17 +47,26 @@ class Loop:
     def step(self):
         board = self.board
         cab = self.cabinet
+        link = self.link
         now = board.ticks_ms()
         wait = cab.tick(now)
         if not cab.relay_on:  # the relay is never held closed while we talk to the network
-            if self.link.poll(now, not cab.busy()):
+            idle = not cab.busy()
+            if link.poll(now, idle):
                 cab.connected()
-            if self.link.up and not cab.busy():  # a credit may just have arrived
-                cab.flush(self.link, board.ticks_ms())
+            if not cab.busy():
+                if link.up:
+                    cab.flush(link, board.ticks_ms())
+            elif idle:  # a credit just arrived: its first pulse starts in this same pass
+                wait = cab.tick(board.ticks_ms())
         self._wdt.feed()  # only a loop that got here is healthy
         if wait < 0 or wait > _IDLE_MS:
             wait = _IDLE_MS
-        board.sleep_ms(wait)
+        # Until the relay's next deadline (inputs are sampled at least every _IDLE_MS), waking
+        # early when the broker sends something. A closed relay never waits on the network: the
+        # next pass would not read the socket anyway, so a plain sleep ends the pulse when due.
+        if cab.relay_on or not link.wait(wait):
+            board.sleep_ms(wait)
 
     def _last_will(self):
         return self.cabinet.status_topic, self.cabinet.status_payload(False)

@@ -1,8 +1,9 @@
-# The ESP32 itself: the only module that touches machine, network and time.ticks_*.
+# The ESP32 itself: the only module that touches machine, network, select and time.ticks_*.
 # Everything else receives this module as `board`; tools/host_board.py is its twin on a PC and
 # the tests use a fake with the same functions.
 import gc
 import random
+import select
 import sys
 import time
 
@@ -147,3 +148,20 @@ def tls_context(ca_file, host):
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cafile=ca_file)
     return ctx
+
+
+
+def readable(sock):
+    """A poll object watching one socket (plain or TLS: both are pollable streams) for bytes to
+    read; link.py makes one per connection and hands it to every wait_readable()."""
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    return poll
+
+
+def wait_readable(poll, ms):
+    """At most ms; True as soon as the socket is readable (or closed, or failed). ipoll() yields
+    a tuple the poll object owns: a wait allocates nothing."""
+    for _ in poll.ipoll(ms):
+        return True
+    return False

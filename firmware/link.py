@@ -76,6 +76,7 @@ class Link:
         self._backoff_ms = _FIRST_BACKOFF_MS
         self._next_attempt = board.ticks_ms()  # first attempt at once
         self._client = None
+        self._readable = None  # board.readable(socket): one per connection, reused by wait()
         self._last_ping = 0
         self._delivered = False
         self._timeout_arg = True  # newer umqtt takes connect(..., timeout); 1.3.x does not
@@ -108,6 +109,15 @@ class Link:
         except Exception as e:  # OSError, or umqtt's asserts on a garbled stream
             self._drop(now, e)
         return False
+
+    def wait(self, ms):
+        """Up to ms (bounded, at most the loop's idle period), returning as soon as the broker
+        has sent something. False, having waited for nothing, while the link is down."""
+        if self._readable is None:
+            return False
+        # A failed socket reads as readable: the next poll() meets the error and drops the link.
+        self._board.wait_readable(self._readable, ms)
+        return True
 
     def publish(self, topic, payload, retain):
         """QoS 1 publish, waiting for the PUBACK; False (and the link down) on any failure."""
@@ -150,11 +160,13 @@ class Link:
             _close_quietly(client)
             self._schedule_retry(now, e)
             return False
-        client.sock = _BoundedSocket(client.sock, self._timeout_s, self._board)
+        sock = client.sock
+        client.sock = _BoundedSocket(sock, self._timeout_s, self._board)
         self._client = client
         self._last_ping = self._board.ticks_ms()
         self._event("connected", {"host": mqtt["host"], "port": mqtt["port"]})
         try:
+            self._readable = self._board.readable(sock)  # registered once, used by every wait
             # After every connect, in case the broker lost the session; queued coinpulses may
             # arrive (and be journaled) before the SUBACK.
             client.subscribe(self._topic, 1)
@@ -189,6 +201,7 @@ class Link:
     def _drop(self, now, error):
         _close_quietly(self._client)
         self._client = None
+        self._readable = None
         self._event("disconnected", {"reason": _describe(error)})
         self._schedule_retry(now, None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import ssl
 import sys
 import threading
@@ -103,6 +104,23 @@ class _HostWatchdog:
             if time.monotonic() - self._fed > self._timeout_s:
                 self._log.emit("crash", {"error": "watchdog: main loop stalled"})
                 os._exit(3)
+
+
+class _HostReadable:
+    """firmware/board.py's socket wait on CPython: select.poll on the socket under HostSocket,
+    registered once per connection."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._poll = select.poll()
+        self._poll.register(raw.fileno(), select.POLLIN)
+        self._pending = getattr(raw, "pending", None)  # an SSLSocket
+
+    def wait_readable(self, ms: int) -> bool:
+        # TLS: bytes already decrypted into the SSL buffer leave the socket itself quiet.
+        if self._pending is not None and self._pending():
+            return True
+        return bool(self._poll.poll(ms))
 
 
 class HostBoard:
@@ -204,6 +222,15 @@ class HostBoard:
         raise SystemExit(3)  # a board would reboot; the simulator stops (restart it to resume)
 
     # --- network -------------------------------------------------------------------------------
+    @staticmethod
+    def readable(sock: Any) -> _HostReadable:
+        """umqtt's socket here is a tools.umqtt_host.HostSocket: poll the CPython socket in it."""
+        return _HostReadable(sock.raw)
+
+    @staticmethod
+    def wait_readable(readable: _HostReadable, ms: int) -> bool:
+        return readable.wait_readable(ms)
+
     @staticmethod
     def wifi_ready(wifi: dict, now: int) -> bool:
         return True

@@ -110,7 +110,9 @@ class FakeBoard:
 
 class FakeLink:
     """Stands in for link.Link and the broker: QoS 1 delivery, PUBACK only after the callback
-    returned, redelivery of anything not acknowledged (as Mosquitto does for a session)."""
+    returned, redelivery of anything not acknowledged (as Mosquitto does for a session).
+    `inbox` is on the socket already: wait() ends at once while it holds anything (a readable
+    socket ends select.poll); scenarios.py's TimedLink adds messages arriving mid-wait."""
 
     def __init__(self, board, journal_path):
         self.board = board
@@ -141,6 +143,12 @@ class FakeLink:
             self.durable_before_puback.append(_file_text(self.journal_path))
             self.inbox.pop(0)  # the PUBACK
         return False
+
+    def wait(self, ms):
+        """Link.wait in virtual time: ms, or none at all while a message waits."""
+        if self._was_up:  # else not connected: the loop sleeps
+            self.board.sleep_ms(0 if self.inbox else ms)
+        return self._was_up
 
     def publish(self, topic, payload, retain):
         if not self.up:

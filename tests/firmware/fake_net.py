@@ -63,6 +63,7 @@ class socket:
         self.closed = False
         self._out = bytearray()
         self.broken = False
+        self.waits = 0
         BROKER.inbound = bytearray()  # a new connection starts a clean stream
         BROKER.sockets.append(self)
 
@@ -76,6 +77,11 @@ class socket:
     def setblocking(self, flag):
         self.blocking = flag
         self.timeout = None if flag else 0
+
+    def readable(self):
+        """What select.poll would say: bytes waiting, or the connection closed under us."""
+        self.waits += 1
+        return self.broken or (not self.closed and bool(BROKER.inbound))
 
     def read(self, n):
         if self.broken:

@@ -54,6 +54,25 @@ def coin(credits, credit_id=None, machine=MACHINE):
     return json.dumps(msg).encode()
 
 
+class TimedLink(FakeLink):
+    """FakeLink plus `arrivals` ([t_ms, topic, payload], in time order): each reaches the
+    socket at t_ms, ending a wait() early there as a readable socket ends select.poll."""
+
+    def __init__(self, board, journal_path):
+        FakeLink.__init__(self, board, journal_path)
+        self.arrivals = []
+
+    def poll(self, now, may_block):
+        if self._was_up and self.arrivals and self.arrivals[0][0] <= now:
+            self.inbox.append(self.arrivals.pop(0)[1:])
+        return FakeLink.poll(self, now, may_block)
+
+    def wait(self, ms):
+        if self._was_up and self.arrivals:
+            ms = max(0, min(ms, self.arrivals[0][0] - self.board.now))
+        return FakeLink.wait(self, ms)
+
+
 class Rig:
     """A cabinet on a fake board and a fake broker; reboot() keeps only what is on flash."""
 
@@ -71,7 +90,7 @@ class Rig:
         board = FakeBoard(self.state, start_ms=start_ms)
         if levels:
             board.levels.update(levels)
-        link = FakeLink(board, self.state + "/journal.dat")
+        link = TimedLink(board, self.state + "/journal.dat")
         link.inbox = inbox
         self.board, self.link = board, link
         self.loop = app.Loop(board, self.cfg, link)
@@ -92,15 +111,19 @@ class Rig:
     def send(self, payload, topic=COIN):
         self.link.inbox.append([topic, payload])
 
+    def send_at(self, t_ms, payload, topic=COIN):
+        """The broker's delivery reaches the socket at t_ms (virtual), perhaps mid-wait."""
+        self.link.arrivals.append([t_ms, topic, payload])
+
     def run(self, ms):
         end = self.board.now + ms
         while self.board.now < end:
-            self.loop.step()
+            step(self.loop, self.board)
 
     def run_until(self, predicate, limit_ms):
         end = self.board.now + limit_ms
         while self.board.now < end and not predicate():
-            self.loop.step()
+            step(self.loop, self.board)
         return predicate()
 
     def acked(self):
@@ -116,6 +139,26 @@ class Rig:
             "events": [[e[0], e[1], e[2]] for e in self.events],
             "published": [[p[0], p[1].decode(), p[2].decode(), p[3]] for p in self.published],
         }
+
+
+_SPIN_LIMIT = 1000
+
+
+def step(loop, board):
+    """One loop pass; fails a loop that keeps waking at one virtual instant (a readable socket
+    that is never read would spin the real board's CPU)."""
+    global _same_instant
+    before = board.now
+    loop.step()
+    if board.now != before:
+        _same_instant = 0
+        return
+    _same_instant += 1
+    if _same_instant > _SPIN_LIMIT:
+        raise RuntimeError("the loop spins at t=" + str(before) + " ms")
+
+
+_same_instant = 0
 
 
 def kinds(rig, kind):
@@ -137,6 +180,30 @@ def scenario_pulses():
     rig.run(25000)
     obs["periodic"] = [p[1].decode() for p in rig.link.published]
     obs["steps_fed_25s"] = rig.board.wdt.fed - fed
+    return obs
+
+
+def scenario_instant():
+    """Credits reaching the socket while the loop waits: idle, mid-pulse, and in a gap."""
+    cfg = base_config(relay={"pulse_ms": 100, "gap_ms": 200})
+    rig = Rig(fresh_dir("instant"), cfg)
+    rig.run(50)  # connected, status sent, idle
+    idle_at = rig.board.now + 3  # 3 ms into a 10 ms idle wait
+    rig.send_at(idle_at, coin(1, "cs_idle"))
+    rig.run(20)
+    first_edge = rig.board.edges[0][0]
+    mid_pulse_at = first_edge + 30  # the relay is closed: read only once it has opened again
+    rig.send_at(mid_pulse_at, coin(2, "cs_mid_pulse"))
+    rig.run(150)
+    gap_at = rig.board.now + 7  # relay open, gap running, a pulse train still owed
+    rig.send_at(gap_at, coin(1, "cs_gap"))
+    rig.run(2000)
+    obs = rig.observations()
+    obs["idle_at"] = idle_at
+    obs["mid_pulse_at"] = mid_pulse_at
+    obs["gap_at"] = gap_at
+    obs["durable_before_puback"] = [
+        "cs_idle" in t for t in rig.link.durable_before_puback[:1]]
     return obs
 
 
@@ -337,6 +404,14 @@ def scenario_link():
     cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20},
                       mqtt={"keepalive": 30, "timeout_s": 5, "backoff_max_s": 8})
     board = FakeBoard(state)
+
+    def wait_readable(sock, ms):  # select.poll on the fake socket, in virtual time (the
+        ready = sock.readable()  # scenario delivers between steps: nothing arrives mid-wait)
+        board.sleep_ms(0 if ready else ms)
+        return ready
+
+    board.readable = lambda sock: sock
+    board.wait_readable = wait_readable
     loop = app.Loop(board, cfg)  # the real link.Link
     seen_at_puback = []
     broker.on_puback = lambda pid: seen_at_puback.append(
@@ -345,7 +420,7 @@ def scenario_link():
     def run(ms):
         end = board.now + ms
         while board.now < end:
-            loop.step()
+            step(loop, board)
 
     run(50)
     connect = broker.of(0x10)[0][1]
@@ -384,6 +459,7 @@ def scenario_link():
         "connects": broker.connects,
         "subscribes": len(broker.of(0x80)),
         "socket_timeouts": [sock.timeout for sock in broker.sockets],
+        "socket_waits": sum(sock.waits for sock in broker.sockets),
         "fed": board.wdt.fed,
     }
 
@@ -528,6 +604,7 @@ def _remove(path):
 
 SCENARIOS = {
     "pulses": scenario_pulses,
+    "instant": scenario_instant,
     "dedupe": scenario_dedupe,
     "resume": scenario_resume,
     "cut_everywhere": scenario_cut_everywhere,

@@ -33,8 +33,8 @@ def events(obs: dict, kind: str) -> list[dict]:
 
 
 def test_both_interpreters_ran_every_scenario(micropython_results, cpython_results):
-    names = {"pulses", "dedupe", "resume", "cut_everywhere", "lockout", "gameover", "malformed",
-             "config_errors", "boot", "unreadable_journal", "recent_upgrade",
+    names = {"pulses", "instant", "dedupe", "resume", "cut_everywhere", "lockout", "gameover",
+             "malformed", "config_errors", "boot", "unreadable_journal", "recent_upgrade",
              "recent_unreadable", "link"}
     assert names <= set(micropython_results)
     assert names <= set(cpython_results)
@@ -47,6 +47,32 @@ def test_pulse_count_and_timing(results):
     assert all(width == 100 for _, width in trains)
     starts = [start for start, _ in trains]
     assert all(b - a == 300 for a, b in zip(starts, starts[1:], strict=False))  # pulse + gap
+
+
+def test_credit_arriving_mid_wait_pulses_at_once(results):
+    """The loop waits on the broker's socket, not blindly: a credit that reaches it 3 ms into a
+    10 ms idle wait closes the relay at that same virtual millisecond (journaled first)."""
+    obs = results["instant"]
+    idle_at = obs["idle_at"]
+    credit = [e for e in obs["events"] if e[1] == "credit" and e[2]["id"] == "cs_idle"][0]
+    assert credit[0] == idle_at
+    assert obs["edges"][0] == [idle_at, True]
+    assert obs["durable_before_puback"] == [True]
+
+
+def test_closed_relay_never_waits_on_the_network(results):
+    """A credit reaching the socket mid-pulse is read once the relay has opened (pulse exact);
+    one reaching it in the gap is read at once, and the pulse train keeps its rhythm."""
+    obs = results["instant"]
+    trains = pulses(obs["edges"])
+    assert [w for _, w in trains] == [100] * 4
+    starts = [start for start, _ in trains]
+    assert all(b - a == 300 for a, b in zip(starts, starts[1:], strict=False))
+    credits = {e[2]["id"]: e[0] for e in obs["events"] if e[1] == "credit"}
+    assert credits["cs_mid_pulse"] == trains[0][0] + 100  # the release, not mid_pulse_at
+    assert credits["cs_mid_pulse"] > obs["mid_pulse_at"]
+    assert credits["cs_gap"] == obs["gap_at"]
+    assert len(published(obs, "ack")) == 3
 
 
 def test_credit_is_on_flash_before_the_puback(results):
@@ -227,3 +253,4 @@ def test_link_with_genuine_umqtt_simple(results):
     assert obs["connects_after_silence"] == 2
     assert obs["broken_drop"] and obs["connects"] == 3 and obs["subscribes"] == 3
     assert all(timeout == 5 for timeout in obs["socket_timeouts"])  # never fully blocking
+    assert obs["socket_waits"] > 0  # the connected loop waits on the socket, not blindly
