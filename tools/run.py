@@ -259,8 +259,6 @@ def run(workdir: Path, cabinets: int, host: str, port: int, mqtt_port: int) -> N
     stack = Stack(workdir.resolve(), machines, host, port, mqtt_port)
     known = local_secrets(stack.workdir, machines)
     api_env = api_environment(stack, known, env)
-    if api_env.get("TEST_CHECKOUT") and host not in ("127.0.0.1", "localhost"):
-        api_env["PUBLIC_URL"] = env.get("PUBLIC_URL", "")
     configs = write_cabinet_configs(stack, known)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *args: stack.stopping.set())
