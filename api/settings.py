@@ -30,13 +30,6 @@ def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
     return str(env.get(name, default) or default).strip()
 
 
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = _text(env, name)
-    if not value:
-        raise SettingsError(f"{name} is not set (see README: Settings)")
-    return value
-
-
 def parse_integer(
     env: Mapping[str, str], name: str, default: int | None, minimum: int = 0
 ) -> int | None:
@@ -65,6 +58,43 @@ def parse_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in _text(env, name).split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The broker part (MQTT_*): the API and the tools (`arcade publish`, `monitor`, `simulate`)."""
+
+    host: str
+    port: int = 1883
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: bool = False
+    ca_cert: str = ""
+    prefix: str = "arcade"
+    timeout: float = 5.0
+
+
+def mqtt_settings_from_env(
+    env: Mapping[str, str], missing_hint: str = "see README: Settings"
+) -> MqttSettings:
+    """Build and validate the MQTT_* settings; raises SettingsError naming the first bad one."""
+    host = _text(env, "MQTT_BROKER")
+    if not host:
+        raise SettingsError(f"MQTT_BROKER is not set ({missing_hint})")
+    tls = parse_flag(env, "MQTT_TLS")
+    ca_cert = _text(env, "MQTT_CA_CERT")
+    if ca_cert and not Path(ca_cert).is_file():
+        raise SettingsError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
+    return MqttSettings(
+        host=host,
+        port=parse_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
+        username=_text(env, "MQTT_USERNAME"),
+        password=_text(env, "MQTT_PASSWORD"),
+        tls=tls,
+        ca_cert=ca_cert,
+        prefix=_text(env, "MQTT_TOPIC_PREFIX", "arcade"),
+        timeout=parse_integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, minimum=100) / 1000,
+    )
 
 
 @dataclass(frozen=True)
@@ -111,26 +141,23 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"STORE_URL must start with sqlite:/// or dynamodb://, got {store_url!r}"
         )
-    tls = parse_flag(env, "MQTT_TLS")
-    ca_cert = _text(env, "MQTT_CA_CERT")
-    if ca_cert and not Path(ca_cert).is_file():
-        raise SettingsError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
+    mqtt = mqtt_settings_from_env(env)
     test_checkout = parse_flag(env, "TEST_CHECKOUT")
     api_key = _text(env, "STRIPE_API_KEY")
     if test_checkout and api_key.startswith(("sk_live_", "rk_live_")):
         raise SettingsError("TEST_CHECKOUT cannot be used with a live STRIPE_API_KEY (sk_live_…)")
     return Settings(
         stripe_webhook_secrets=secrets,
-        mqtt_broker=_required(env, "MQTT_BROKER"),
+        mqtt_broker=mqtt.host,
         stripe_api_key=api_key,
         price_id=_text(env, "PRICE_ID"),
-        mqtt_port=parse_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
-        mqtt_username=_text(env, "MQTT_USERNAME"),
-        mqtt_password=_text(env, "MQTT_PASSWORD"),
-        mqtt_tls=tls,
-        mqtt_ca_cert=ca_cert,
-        mqtt_topic_prefix=_text(env, "MQTT_TOPIC_PREFIX", "arcade"),
-        mqtt_publish_timeout=float(parse_integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, 100)) / 1000,
+        mqtt_port=mqtt.port,
+        mqtt_username=mqtt.username,
+        mqtt_password=mqtt.password,
+        mqtt_tls=mqtt.tls,
+        mqtt_ca_cert=mqtt.ca_cert,
+        mqtt_topic_prefix=mqtt.prefix,
+        mqtt_publish_timeout=mqtt.timeout,
         store_url=store_url,
         stripe_api_base=_text(env, "STRIPE_API_BASE"),
         cents_per_credit=parse_integer(env, "CENTS_PER_CREDIT", 100, minimum=1),

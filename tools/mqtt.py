@@ -5,52 +5,27 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
 
 import paho.mqtt.client as mqtt
 
+from api.settings import MqttSettings, SettingsError, mqtt_settings_from_env
 from tools.errors import UserError
-from tools.settings import flag, integer, text
+from tools.settings import text
 
 CONNECT_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class MqttSettings:
-    host: str
-    port: int
-    username: str = ""
-    password: str = field(default="", repr=False)
-    tls: bool = False
-    ca_cert: str = ""
-    prefix: str = "arcade"
-    timeout: float = 5.0
-
-
 def mqtt_settings(env: Mapping[str, str], login: str = "") -> MqttSettings:
     """Broker settings; login="MONITOR" prefers MQTT_MONITOR_USERNAME/PASSWORD when set."""
-    host = text(env, "MQTT_BROKER")
-    if not host:
-        raise UserError("MQTT_BROKER is not set (put it in .env or the environment)")
-    tls = flag(env, "MQTT_TLS", False)
-    ca_cert = text(env, "MQTT_CA_CERT")
-    if ca_cert and not Path(ca_cert).is_file():
-        raise UserError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
-    username, password = text(env, "MQTT_USERNAME"), text(env, "MQTT_PASSWORD")
+    try:
+        settings = mqtt_settings_from_env(env, missing_hint="put it in .env or the environment")
+    except SettingsError as error:
+        raise UserError(str(error)) from None
     if login and text(env, f"MQTT_{login}_USERNAME"):
-        username = text(env, f"MQTT_{login}_USERNAME")
-        password = text(env, f"MQTT_{login}_PASSWORD")
-    return MqttSettings(
-        host=host,
-        port=integer(env, "MQTT_PORT", 8883 if tls else 1883),
-        username=username,
-        password=password,
-        tls=tls,
-        ca_cert=ca_cert,
-        prefix=text(env, "MQTT_TOPIC_PREFIX", "arcade"),
-        timeout=integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, minimum=100) / 1000,
-    )
+        settings = replace(settings, username=text(env, f"MQTT_{login}_USERNAME"),
+                           password=text(env, f"MQTT_{login}_PASSWORD"))
+    return settings
 
 
 def new_client(settings: MqttSettings, role: str) -> mqtt.Client:
