@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
-import importlib.util
 import json
 import signal
 import ssl
@@ -19,8 +18,8 @@ from typing import Any
 import click
 
 from tools.errors import UserError
+from tools.firmware_files import FIRMWARE_DIR, config_problems
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
 FIRMWARE_MODULES = ("app", "cabinet", "config", "contract", "gameover", "journal", "link",
                     "pulser")
 
@@ -66,15 +65,6 @@ def simulate(config_path: Path | None, machine_id: str | None, user: str | None,
 
 
 # --- configuration ------------------------------------------------------------------------------
-def firmware_config() -> ModuleType:
-    """firmware/config.py: the board's own validation rules."""
-    spec = importlib.util.spec_from_file_location("arcade_firmware_config",
-                                                  FIRMWARE_DIR / "config.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 def read_config(path: Path) -> dict[str, Any]:
     try:
         cfg = json.loads(path.read_text())
@@ -89,7 +79,8 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def check_config(cfg: dict[str, Any], where: str) -> None:
-    problems = firmware_config().validate(cfg)
+    """The board's own rules (firmware/config.py), as `arcade provision` and `flash` apply them."""
+    problems = config_problems(cfg)
     if problems:
         raise UserError(f"{where}: " + "; ".join(problems))
 
