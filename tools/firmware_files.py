@@ -6,6 +6,7 @@ at boot), and `arcade flash` copies exactly the files listed here.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -27,8 +28,10 @@ def firmware_dir() -> Path:
     return FIRMWARE_DIR
 
 
+@functools.cache
 def load_config_rules() -> ModuleType:
-    """firmware/config.py, imported by path (it is MicroPython code, not part of a package)."""
+    """firmware/config.py, imported by path (it is MicroPython code, not part of a package), once
+    per process: provision, run and simulate ask for its rules several times each."""
     path = firmware_dir() / "config.py"
     if not path.is_file():
         raise FirmwareMissing(f"{path} is missing: cannot validate a cabinet config")
