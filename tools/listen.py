@@ -16,7 +16,7 @@ from api.delivery import record_message
 from api.publisher import new_client
 from api.settings import Settings
 from api.store import Store
-from tools.errors import UserError
+from tools.settings import api_settings
 
 
 def listener_topics(prefix: str) -> list[tuple[str, int]]:
@@ -54,16 +54,6 @@ def start_listener(
     return client
 
 
-def load_settings() -> Settings:
-    from api.settings import SettingsError, load_dotenv_files, settings_from_env
-
-    load_dotenv_files()
-    try:
-        return settings_from_env()
-    except SettingsError as error:
-        raise UserError(str(error)) from None
-
-
 def print_record(topic: str, result: str) -> None:
     line = {"time": protocol.utc_timestamp(), "topic": topic, "recorded": result}
     click.echo(json.dumps(line, separators=(",", ":")))
@@ -79,7 +69,7 @@ def listen() -> None:
     """
     from api.store import open_store
 
-    settings = load_settings()
+    settings = api_settings()
     store = open_store(settings.store_url)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

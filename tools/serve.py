@@ -7,18 +7,7 @@ import sys
 
 import click
 
-from tools.errors import UserError
-
-
-def check_settings() -> None:
-    """Fail before gunicorn forks, with one line naming the missing variable."""
-    from api.settings import SettingsError, load_dotenv_files, settings_from_env
-
-    load_dotenv_files()
-    try:
-        settings_from_env()
-    except SettingsError as error:
-        raise UserError(str(error)) from None
+from tools.settings import api_settings
 
 
 def gunicorn_argv(host: str, port: int, workers: int, threads: int) -> list[str]:
@@ -48,7 +37,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     Example:
       arcade serve --host 0.0.0.0 --port 5000 --workers 4
     """
-    check_settings()
+    api_settings()  # fail before gunicorn forks, with one line naming a bad variable
     # Replace this process: gunicorn then gets Ctrl-C / SIGTERM directly and stops its workers.
     argv = gunicorn_argv(host, port, workers, threads)
     os.execv(sys.executable, [sys.executable, "-m", *argv])

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from tools.errors import UserError
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 
 def load_env() -> Mapping[str, str]:
@@ -14,6 +18,17 @@ def load_env() -> Mapping[str, str]:
 
     load_dotenv_files()
     return os.environ
+
+
+def api_settings() -> Settings:
+    """The API's own settings, validated as it validates them: one line naming a bad variable."""
+    from api.settings import SettingsError, settings_from_env
+
+    load_env()
+    try:
+        return settings_from_env()
+    except SettingsError as error:
+        raise UserError(str(error)) from None
 
 
 def text(env: Mapping[str, str], name: str, default: str = "") -> str:
