@@ -75,11 +75,15 @@ def svg_with_label(url: str, label: str) -> str:
 def write_qr(url: str, label: str, out: Path) -> None:
     suffix = out.suffix.lower()
     if suffix == ".png":
-        out.write_bytes(png_with_label(url, label))
+        data = png_with_label(url, label)
     elif suffix == ".svg":
-        out.write_text(svg_with_label(url, label))
+        data = svg_with_label(url, label).encode()
     else:
         raise UserError(f"--out must end in .png or .svg, got {out.name!r}")
+    try:
+        out.write_bytes(data)
+    except OSError as error:
+        raise UserError(f"cannot write {out}: {error.strerror or error}") from None
 
 
 @click.command(epilog="""\b

@@ -142,6 +142,8 @@ def test_qr_svg_has_the_code_and_the_machine_id(arcade, tmp_path):
          "error: --out must end in .png or .svg, got 'x.jpg'"),
         (["cab-a", "--url", "buy.stripe.com/x", "--out", "x.png"],
          "error: --url must start with https:// (got 'buy.stripe.com/x')"),
+        (["cab-a", "--url", "https://x", "--out", "no-such-folder/x.png"],
+         "error: cannot write no-such-folder/x.png: No such file or directory"),
     ],
 )
 def test_qr_mistakes_give_one_line(arcade, args, message):
