@@ -53,11 +53,12 @@ def png_with_label(url: str, label: str) -> bytes:
 
 
 def svg_with_label(url: str, label: str) -> str:
+    qr_code = make_code(url)
     buffer = io.BytesIO()
-    make_code(url).save(buffer, kind="svg", scale=SCALE, border=BORDER, xmldecl=False,
-                        light="#fff", dark="#000", nl=False)
+    qr_code.save(buffer, kind="svg", scale=SCALE, border=BORDER, xmldecl=False, light="#fff",
+                 dark="#000", nl=False)
     code = buffer.getvalue().decode()
-    width = make_code(url).symbol_size(scale=SCALE, border=BORDER)[0]
+    width = qr_code.symbol_size(scale=SCALE, border=BORDER)[0]
     band = int(width * LABEL_RATIO)
     font_size = int(band * 0.6)
     # segno cannot write text: its SVG is nested in ours, with a <text> under it.
