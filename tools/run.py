@@ -67,7 +67,15 @@ def local_secrets(workdir: Path, machines: list[str]) -> dict:
 
 
 def api_environment(stack: Stack, known: dict, env: dict[str, str]) -> dict[str, str]:
-    """The API's settings; real Stripe when `.env` has its keys, else test checkout."""
+    """The API's settings; real Stripe when `.env` has its keys, else test checkout.
+
+    Whatever `.env` says, the API publishes on the topics and within the per-message limit of the
+    cabinets and ACLs generated here: else the broker would drop a coinpulse after its PUBACK, or
+    a cabinet ignore it, and a paid credit would be lost.
+    """
+    from tools.firmware_files import load_config_rules
+
+    cabinet = load_config_rules().DEFAULTS  # what write_cabinet_configs gives every cabinet
     real_stripe = bool(env.get("STRIPE_API_KEY") and env.get("STRIPE_WEBHOOK_SECRET"))
     settings = {
         "MQTT_BROKER": "127.0.0.1",
@@ -75,6 +83,8 @@ def api_environment(stack: Stack, known: dict, env: dict[str, str]) -> dict[str,
         "MQTT_USERNAME": API_USER,
         "MQTT_PASSWORD": known["passwords"][API_USER],
         "MQTT_TLS": "false",
+        "MQTT_TOPIC_PREFIX": cabinet["mqtt"]["topic_prefix"],
+        "MAX_CREDITS_PER_MESSAGE": str(cabinet["max_credits_per_message"]),
         "MQTT_MONITOR_USERNAME": MONITOR_USER,
         "MQTT_MONITOR_PASSWORD": known["passwords"][MONITOR_USER],
         "STORE_URL": f"sqlite:///{(stack.workdir / 'arcade.db').resolve()}",
