@@ -23,6 +23,7 @@ import click
 
 from tools.broker import Broker, api_acl, cabinet_acl, find_mosquitto, observer_acl
 from tools.errors import UserError
+from tools.provision import write_private_json
 from tools.settings import load_env
 
 API_USER = "arcade-api"
@@ -61,8 +62,7 @@ def local_secrets(workdir: Path, machines: list[str]) -> dict:
     passwords = known.setdefault("passwords", {})
     for user in [API_USER, MONITOR_USER, *machines]:
         passwords.setdefault(user, secrets.token_urlsafe(18))
-    path.write_text(json.dumps(known, indent=2))
-    path.chmod(0o600)
+    write_private_json(path, known)
     return known
 
 
@@ -103,7 +103,7 @@ def api_environment(stack: Stack, known: dict, env: dict[str, str]) -> dict[str,
 
 def write_cabinet_configs(stack: Stack, known: dict) -> dict[str, Path]:
     """config.json per cabinet, built and validated exactly as `arcade provision` does."""
-    from tools.provision import cabinet_config, check_config, write_private_json
+    from tools.provision import cabinet_config, check_config
 
     paths = {}
     for machine_id in stack.machines:

@@ -19,6 +19,7 @@ import click
 
 from tools.errors import UserError
 from tools.firmware_files import FIRMWARE_DIR, config_problems
+from tools.provision import write_private_json
 
 FIRMWARE_MODULES = ("app", "cabinet", "config", "contract", "gameover", "journal", "link",
                     "pulser")
@@ -108,8 +109,7 @@ def config_from_env(machine_id: str, user: str | None, password: str | None,
     folder = state_dir or cache_dir() / "simulate" / machine_id
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.json"
-    path.write_text(json.dumps(cfg, indent=2) + "\n")
-    path.chmod(0o600)  # it holds the broker password
+    write_private_json(path, cfg)  # it holds the broker password
     return cfg, path
 
 
@@ -126,8 +126,7 @@ def effective_config(cfg: dict[str, Any], config_path: Path, state_dir: Path) ->
         mqtt["ca_file"] = str((config_path.parent / mqtt["ca_file"]).resolve())
     check_config(cfg, str(config_path))
     path = state_dir / "effective-config.json"
-    path.write_text(json.dumps(cfg, indent=2) + "\n")
-    path.chmod(0o600)  # it holds the broker password
+    write_private_json(path, cfg)  # it holds the broker password
     return path
 
 
