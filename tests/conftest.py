@@ -54,6 +54,24 @@ def make_broker(workdir: Path, machines: list[str] = TEST_MACHINES) -> Broker:
     return broker
 
 
+def api_env(broker: Broker, store: Path, webhook_secret: str, **overrides: str) -> dict[str, str]:
+    """The API's settings with its login on a test broker (TLS when the broker has it); each
+    suite adds its own (Stripe stand-in, token secret, ...) as overrides."""
+    settings = {
+        "STRIPE_WEBHOOK_SECRET": webhook_secret,
+        "MQTT_BROKER": broker.host,
+        "MQTT_PORT": str(broker.port),
+        "MQTT_USERNAME": API_USER,
+        "MQTT_PASSWORD": API_PASSWORD,
+        "MQTT_PUBLISH_TIMEOUT_MS": "3000",
+        "STORE_URL": f"sqlite:///{store}",
+    }
+    if broker.tls:
+        settings.update(MQTT_TLS="true", MQTT_CA_CERT=str(broker.tls.cafile))
+    settings.update(overrides)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """One Mosquitto for the whole test session (tests that stop a broker use `own_broker`)."""

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.conftest import API_PASSWORD, API_USER, stripe_signature
+from tests.conftest import api_env, stripe_signature
 
 WEBHOOK_SECRET = "whsec_test_primary"
 OLD_WEBHOOK_SECRET = "whsec_test_previous"
@@ -136,20 +136,18 @@ def stripe_api():
 
 
 def api_config(broker, tmp_path, **overrides) -> dict[str, str]:
-    config = {
-        "STRIPE_API_KEY": "sk_test_123",
-        "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
-        "PRICE_ID": "price_single",
-        "MQTT_BROKER": broker.host,
-        "MQTT_PORT": str(broker.port),
-        "MQTT_USERNAME": API_USER,
-        "MQTT_PASSWORD": API_PASSWORD,
-        "MQTT_PUBLISH_TIMEOUT_MS": "2000",
-        "STORE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-        "MACHINE_TOKEN_SECRET": TOKEN_SECRET,
-    }
-    config.update(overrides)
-    return config
+    return api_env(
+        broker,
+        tmp_path / "ledger.db",
+        f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        **{
+            "STRIPE_API_KEY": "sk_test_123",
+            "PRICE_ID": "price_single",
+            "MQTT_PUBLISH_TIMEOUT_MS": "2000",
+            "MACHINE_TOKEN_SECRET": TOKEN_SECRET,
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture

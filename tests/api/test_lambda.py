@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import API_PASSWORD, API_USER, stripe_signature
+from tests.conftest import api_env, stripe_signature
 from tests.lambda_events import (
     KINDS,
     V2_KINDS,
@@ -28,16 +28,8 @@ COINPULSE = "arcade/machine/machine_123/coinpulse"
 def lambda_env(monkeypatch, tmp_path, broker):
     """The function's environment, as the SAM template sets it (SQLite instead of DynamoDB)."""
     monkeypatch.chdir(tmp_path)  # no developer's .env is read
-    settings = {
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "MQTT_BROKER": broker.host,
-        "MQTT_PORT": str(broker.port),
-        "MQTT_USERNAME": API_USER,
-        "MQTT_PASSWORD": API_PASSWORD,
-        "MQTT_PUBLISH_TIMEOUT_MS": "3000",
-        "STORE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-        "MACHINE_TOKEN_SECRET": TOKEN_SECRET,
-    }
+    settings = api_env(broker, tmp_path / "ledger.db", WEBHOOK_SECRET,
+                       MACHINE_TOKEN_SECRET=TOKEN_SECRET)
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("ARCADE_SECRET_ID", raising=False)

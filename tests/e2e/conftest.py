@@ -24,7 +24,7 @@ import requests
 from api.store import Payment, State
 from api.store_sqlite import SQLiteStore
 from tests.api.conftest import WEBHOOK_SECRET, checkout_session, signed, stripe_event
-from tests.conftest import API_PASSWORD, API_USER, Cabinet, cabinet_config, make_broker
+from tests.conftest import Cabinet, api_env, cabinet_config, make_broker
 from tools.broker import Broker, free_port
 
 # A setting in the developer's own environment must never change what a scenario sees.
@@ -184,22 +184,6 @@ def webhook(session: dict, event_type: str = "checkout.session.completed") -> tu
     return signed(stripe_event(event_type, session), secret=WEBHOOK_SECRET)
 
 
-def api_settings(broker: Broker, workdir: Path, **overrides: str) -> dict[str, str]:
-    settings = {
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "MQTT_BROKER": broker.host,
-        "MQTT_PORT": str(broker.port),
-        "MQTT_USERNAME": API_USER,
-        "MQTT_PASSWORD": API_PASSWORD,
-        "MQTT_PUBLISH_TIMEOUT_MS": "3000",
-        "STORE_URL": f"sqlite:///{workdir / 'ledger.db'}",
-    }
-    if broker.tls:
-        settings.update(MQTT_TLS="true", MQTT_CA_CERT=str(broker.tls.cafile))
-    settings.update(overrides)
-    return settings
-
-
 def e2e_cabinet_config(broker: Broker, machine_id: str, **relay) -> dict:
     """Fast pulses by default (20 ms / 20 ms) so hundreds of credits take seconds."""
     config = cabinet_config(broker, machine_id, **{"pulse_ms": 20, "gap_ms": 20, **relay})
@@ -289,7 +273,8 @@ def make_site(tmp_path):
         broker = make_broker(workdir / "mosquitto")
         broker.tls = tls
         broker.start()
-        site = Site(workdir, broker, api_settings(broker, workdir, **overrides))
+        site = Site(workdir, broker,
+                    api_env(broker, workdir / "ledger.db", WEBHOOK_SECRET, **overrides))
         sites.append(site)
         return site
 

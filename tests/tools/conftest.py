@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import API_PASSWORD, API_USER
+from tests.conftest import API_PASSWORD, API_USER, api_env
 from tools.broker import Broker
 from tools.cli import cli
 
@@ -95,19 +95,17 @@ def serve_api(broker, tmp_path):
     running = []
 
     def start(**overrides: str) -> str:
-        config = {
-            "STRIPE_API_KEY": "sk_test_tools",
-            "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},whsec_older",
-            "STRIPE_API_BASE": stripe.url,
-            "PRICE_ID": "price_single",
-            "MQTT_BROKER": broker.host,
-            "MQTT_PORT": str(broker.port),
-            "MQTT_USERNAME": API_USER,
-            "MQTT_PASSWORD": API_PASSWORD,
-            "MQTT_PUBLISH_TIMEOUT_MS": "3000",
-            "STORE_URL": f"sqlite:///{tmp_path / f'ledger{len(running)}.db'}",
-            **overrides,
-        }
+        config = api_env(
+            broker,
+            tmp_path / f"ledger{len(running)}.db",
+            f"{WEBHOOK_SECRET},whsec_older",
+            **{
+                "STRIPE_API_KEY": "sk_test_tools",
+                "STRIPE_API_BASE": stripe.url,
+                "PRICE_ID": "price_single",
+                **overrides,
+            },
+        )
         app = create_app(config)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
