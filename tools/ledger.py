@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import click
 
 from api.store import Cabinet, Payment, State
 from tools.errors import UserError
-from tools.settings import load_env
+from tools.settings import load_env, text
 
 # Paid, but the cabinet has not confirmed the pulses yet.
 UNDELIVERED = (State.CLAIMED, State.PUBLISHED)
@@ -68,9 +67,7 @@ def ledger(machine_id: str | None, undelivered: bool, limit: int) -> None:
       arcade ledger --machine machine_123 --undelivered
     """
     env = load_env()
-    store = open_ledger(
-        env.get("STORE_URL") or os.environ.get("STORE_URL") or "sqlite:///arcade.db"
-    )
+    store = open_ledger(text(env, "STORE_URL", "sqlite:///arcade.db"))
     payments = store.payments(machine_id=machine_id, limit=limit)
     if undelivered:
         payments = [p for p in payments if p.state in UNDELIVERED]
