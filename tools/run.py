@@ -53,10 +53,22 @@ class Stack:
         return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '') else self.host}:{self.port}"
 
 
+def read_known_secrets(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        known = json.loads(path.read_text())
+    except ValueError:
+        known = None
+    if not isinstance(known, dict) or not isinstance(known.get("passwords", {}), dict):
+        raise UserError(f"{path} is damaged: delete it (new local passwords are then generated)")
+    return known
+
+
 def local_secrets(workdir: Path, machines: list[str]) -> dict:
     """Generated once and kept in the run folder, so a restart keeps logins, ledger and tokens."""
     path = workdir / "secrets.json"
-    known = json.loads(path.read_text()) if path.is_file() else {}
+    known = read_known_secrets(path)
     known.setdefault("webhook_secret", f"whsec_local_{secrets.token_hex(16)}")
     known.setdefault("token_secret", secrets.token_hex(24))
     passwords = known.setdefault("passwords", {})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from api.settings import settings_from_env
 from tools.run import Stack, api_environment, local_secrets, write_cabinet_configs
 
@@ -22,3 +24,11 @@ def test_the_api_publishes_where_the_generated_cabinets_listen_whatever_dotenv_s
     # or the cabinet ignores a message above its limit: a paid credit lost either way.
     assert api.mqtt_topic_prefix == cabinet["mqtt"]["topic_prefix"]
     assert api.max_credits_per_message <= cabinet["max_credits_per_message"]
+
+
+def test_damaged_secrets_file_is_one_clear_line(tmp_path):
+    from tools.errors import UserError
+
+    (tmp_path / "secrets.json").write_text("{not json")
+    with pytest.raises(UserError, match="secrets.json is damaged: delete it"):
+        local_secrets(tmp_path, ["demo-1"])
