@@ -8,7 +8,7 @@ import sys
 
 import app
 import config
-from fake_board import FakeBoard, FakeLink, PowerCut
+from fake_board import FakeBoard, FakeLink, PowerCut, _file_text
 
 MACHINE = "machine_123"
 ROOT = "/tmp/arcade-scenarios"
@@ -467,13 +467,6 @@ def scenario_link():
 def _publish_topic(body):
     return body[2:2 + (body[0] << 8 | body[1])].decode()
 
-
-def _file_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 MALFORMED = [
