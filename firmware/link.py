@@ -16,6 +16,8 @@ _NTP_FIRST_RETRY_MS = const(2000)
 _NTP_MAX_RETRY_MS = const(60000)
 _NTP_RESYNC_MS = const(86400000)  # a set clock is refreshed daily (and retried hourly)
 _NTP_RETRY_SET_MS = const(3600000)
+_IPPROTO_TCP = const(6)  # the same numbers in lwIP (ESP32) and Linux; the unix port's socket
+_TCP_NODELAY = const(1)  # module has no names for them
 
 
 class _Sockets:
@@ -33,6 +35,12 @@ class _Sockets:
     def socket(self, *args):
         sock = self._module.socket(*args)
         sock.settimeout(self.timeout_s)
+        try:
+            # umqtt writes a publish in 4-5 small pieces: with Nagle each waits for the broker's
+            # delayed ACK of the one before (~40 ms per publish, per PUBACK round trip).
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
         self.raw = sock
         return sock
 

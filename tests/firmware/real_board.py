@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FIRMWARE = REPO / "firmware"
+# ARCADE_TEST_FIRMWARE: run the lane on another copy of firmware/ (e.g. an older commit's, to see
+# a test fail before its fix).
+FIRMWARE = Path(os.environ.get("ARCADE_TEST_FIRMWARE") or REPO / "firmware")
 STANDINS = Path(__file__).resolve().parent / "standins"
 SETTING = "ARCADE_MICROPYTHON"
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -208,6 +210,10 @@ class RealCabinet:
     def set_input(self, gpio: int, level: int) -> None:
         self.send(f"PIN {gpio} {level}")
 
+    def pulse_input(self, gpio: int, level: int, ms: int, after_ms: int = 0) -> None:
+        """The input goes to level for ms, after_ms from now (timed by the board's stand-in)."""
+        self.send(f"PULSE {gpio} {level} {ms} {after_ms}")
+
     def power_cut(self) -> None:
         """SIGKILL: RAM gone, flash kept; no reboot until start()."""
         self._stopping = True
@@ -268,6 +274,13 @@ class RealCabinet:
         with self._cond:
             lines = [line for _, line in self.lines]
         return "\n".join(lines[-last:] if last else lines)
+
+    def longest_pass_ms(self) -> int:
+        """The longest time the loop went without feeding the watchdog (the stand-in reports new
+        maxima above 500 ms; 0 when none was that long)."""
+        with self._cond:
+            gaps = [int(line.split()[1]) for _, line in self.lines if line.startswith("@WDT-GAP ")]
+        return max(gaps, default=0)
 
     def pulses(self) -> list[float | None]:
         """Width in ms (board ticks) of each closing of the coin line; None: cut while closed."""

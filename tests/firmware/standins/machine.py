@@ -5,8 +5,10 @@
 # It reports to the test harness on stdout, one line each, starting with "@":
 #   @PIN <gpio> <OUT|IN> <level|-> <ticks_ms>   a pin was configured or an output changed level
 #   @WDT <timeout_ms> / @WDT-RESET               watchdog armed / it fired (the process dies)
+#   @WDT-GAP <ms>                                 a new longest time between two feeds (> 500 ms)
 #   @RESET / @BROWNOUT / @RTC <y> <m> <d> <h> <mi> <s>
-# and reads commands on stdin: "PIN <gpio> <level>" sets an input's level (firing its irq).
+# and reads commands on stdin: "PIN <gpio> <level>" sets an input's level (firing its irq);
+# "PULSE <gpio> <level> <ms> <after_ms>" holds that level for ms, starting after_ms from now.
 # Environment: STANDIN_BROWNOUT=<gpio>:<level> kills the process when that output reaches that
 # level (a relay coil that browns the supply out); FAKETIME_TIMESTAMP_FILE (libfaketime) is
 # where RTC.datetime() sets the clock, as the ESP32's RTC sets the time mbedtls checks.
@@ -21,7 +23,7 @@ import micropython
 _GPIO_COUNT = 40
 _levels = bytearray(b"\x01" * _GPIO_COUNT)  # input levels the harness sets (idle high)
 _irqs = [None] * _GPIO_COUNT
-_wdt = [0, 0]  # timeout_ms (0: not armed), ticks of the last feed
+_wdt = [0, 0, 500]  # timeout_ms (0: not armed), ticks of the last feed, longest gap reported
 
 
 def _say(text):
@@ -103,7 +105,12 @@ class WDT:
         _say("@WDT %d" % timeout)
 
     def feed(self):
-        _wdt[1] = time.ticks_ms()
+        now = time.ticks_ms()
+        gap = time.ticks_diff(now, _wdt[1])
+        _wdt[1] = now
+        if gap > _wdt[2]:
+            _wdt[2] = gap
+            _say("@WDT-GAP %d" % gap)
 
 
 def _set_clock(seconds):
@@ -134,20 +141,32 @@ def unique_id():
     return b"\x24\x0a\xc4\x00\x00\x01"
 
 
+_timed = []  # [ticks due, gpio, level] of PULSE commands
+
+
 def _command(line):
     parts = line.split()
     if len(parts) == 3 and parts[0] == "PIN":
-        gpio, level = int(parts[1]), int(parts[2])
-        old = _levels[gpio]
-        _levels[gpio] = level
-        irq = _irqs[gpio]
-        if irq is not None and irq[0] is not None and level != old:
-            edge = Pin.IRQ_RISING if level else Pin.IRQ_FALLING
-            if irq[1] & edge:
-                if irq[3]:  # hard: runs at the edge, whatever the main program is doing
-                    irq[0](irq[2])
-                else:
-                    micropython.schedule(irq[0], irq[2])
+        _set_level(int(parts[1]), int(parts[2]))
+    elif len(parts) == 5 and parts[0] == "PULSE":
+        gpio, level, ms, after = [int(p) for p in parts[1:]]
+        start = time.ticks_add(time.ticks_ms(), after)
+        _timed.append([start, gpio, level])
+        _timed.append([time.ticks_add(start, ms), gpio, 1 - level])
+
+
+def _set_level(gpio, level):
+    old = _levels[gpio]
+    _levels[gpio] = level
+    irq = _irqs[gpio]
+    if irq is None or irq[0] is None or level == old:
+        return
+    edge = Pin.IRQ_RISING if level else Pin.IRQ_FALLING
+    if irq[1] & edge:
+        if irq[3]:  # hard: runs at the edge, whatever the main program is doing
+            irq[0](irq[2])
+        else:
+            micropython.schedule(irq[0], irq[2])
 
 
 def _service():
@@ -157,8 +176,12 @@ def _service():
     poll.register(sys.stdin, select.POLLIN)
     reading = True
     while True:
+        now = time.ticks_ms()
+        while _timed and time.ticks_diff(now, _timed[0][0]) >= 0:
+            _, gpio, level = _timed.pop(0)
+            _set_level(gpio, level)
         if reading:
-            for _ in poll.ipoll(20):
+            for _ in poll.ipoll(5 if _timed else 20):
                 line = sys.stdin.readline()
                 if not line:
                     poll.unregister(sys.stdin)
