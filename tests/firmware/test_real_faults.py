@@ -49,7 +49,7 @@ def tls_config(broker, machine_id, ntp, **relay):
     return config
 
 
-# --- 1. TLS after a failed NTP ---------------------------------------------------------------------
+# --- 1. TLS after a failed NTP --------------------------------------------------------------------
 def test_clock_at_2000_with_ntp_failing_then_recovering(tls_broker, real_cabinet, subscribe):
     """The RTC reads 2000 after power-on; certificate dates are checked against it. One lost NTP
     answer must not leave every TLS connect failing until WiFi drops: NTP is retried."""
@@ -133,7 +133,7 @@ def test_broken_config_never_closes_an_active_low_relay(broker, real_cabinet, nt
     assert len(cab.pulses()) == 1
 
 
-# --- 5. A missing or bad CA file ---------------------------------------------------------------------
+# --- 5. A missing or bad CA file ------------------------------------------------------------------
 @pytest.mark.parametrize("ca", ["missing", "garbage"])
 def test_missing_ca_is_reported_without_a_reset_loop(tls_broker, real_cabinet, ntp, subscribe,
                                                      ca):
@@ -150,7 +150,7 @@ def test_missing_ca_is_reported_without_a_reset_loop(tls_broker, real_cabinet, n
     assert "problem" not in status.next(timeout=10).json()
 
 
-# --- 6. A pulse repeated without limit --------------------------------------------------------------
+# --- 6. A pulse repeated without limit ------------------------------------------------------------
 def test_reset_loop_between_relay_close_and_record_is_capped(broker, real_cabinet, ntp,
                                                              subscribe):
     """The relay coil browns the supply out: the board resets the moment the relay closes, before
@@ -179,7 +179,7 @@ def test_reset_loop_between_relay_close_and_record_is_capped(broker, real_cabine
     assert len(cab.pulses()) >= 2
 
 
-# --- 8. Passes longer than the watchdog -------------------------------------------------------------
+# --- 8. Passes longer than the watchdog -----------------------------------------------------------
 def test_no_pass_adds_up_blocking_steps(tmp_path, real_cabinet):
     """Every blocking step gets a pass of its own (DNS, NTP, connect, subscribe): with a silent
     NTP server (1 s per query) and a broker that accepts TCP but never answers (timeout_s per
@@ -265,7 +265,7 @@ def test_backlog_of_1000_at_100kb_heap_then_a_stripe_retry(tmp_path, real_cabine
         broker.stop()
 
 
-# --- minor ------------------------------------------------------------------------------------------
+# --- minor ----------------------------------------------------------------------------------------
 def test_user_without_password_is_refused_clearly(broker, real_cabinet, ntp):
     config = real_config(broker, "cab28", ntp)
     del config["mqtt"]["password"]
