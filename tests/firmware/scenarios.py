@@ -654,6 +654,46 @@ def scenario_stripe_retry():
             "pulses_after": len(obs["edges"]) // 2, "acks_after": acks(rig)}
 
 
+class _FailingRename:
+    """os for journal.py, whose next rename fails with EIO (a flash error), not EEXIST."""
+
+    def __init__(self, real):
+        self._real = real
+        self.fail = 2  # a flash that fails keeps failing
+
+    def rename(self, old, new):
+        if self.fail:
+            self.fail -= 1
+            raise OSError(5)  # EIO
+        self._real.rename(old, new)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def scenario_rename_error():
+    """A rename that fails for another reason than FAT's EEXIST keeps the good journal."""
+    import journal
+
+    state = fresh_dir("rename_error")
+    j = journal.Journal(state)
+    j.load()
+    j.add("cs_kept", 2, 1)
+    real_os = journal.os
+    journal.os = _FailingRename(real_os)
+    raised = None
+    try:
+        j.add("cs_failed", 1, 1)
+    except OSError as e:
+        raised = e.args[0]
+    finally:
+        journal.os = real_os
+    again = journal.Journal(state)
+    again.load()
+    return {"raised": raised, "files": sorted(os.listdir(state)),
+            "after_reboot": [e.credit_id for e in again.entries]}
+
+
 MALFORMED = [
     b"",
     b"not json",
@@ -803,6 +843,7 @@ SCENARIOS = {
     "gameover_latched": scenario_gameover_latched,
     "tick_wrap": scenario_tick_wrap,
     "stripe_retry": scenario_stripe_retry,
+    "rename_error": scenario_rename_error,
 }
 
 

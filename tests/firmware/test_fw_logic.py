@@ -40,7 +40,7 @@ def test_every_interpreter_ran_every_scenario(results):
     names = {"pulses", "instant", "dedupe", "resume", "cut_everywhere", "lockout", "gameover",
              "malformed", "config_errors", "boot", "unreadable_journal", "recent_upgrade",
              "recent_unreadable", "ack_states", "backlog", "repeat_cap", "lockout_instant",
-             "gameover_latched", "tick_wrap", "stripe_retry"}
+             "gameover_latched", "tick_wrap", "stripe_retry", "rename_error"}
     assert names <= set(results)
 
 
@@ -327,3 +327,10 @@ def test_a_stripe_retry_after_1000_other_messages_is_dropped(results):
     assert obs["duplicates"] == ["cs_live_first"]
     assert obs["pulses_after"] == 0
     assert obs["acks_after"] == [["cs_live_first", "done", None, 1]]
+
+
+def test_a_failed_rename_never_deletes_the_good_journal(results):
+    obs = results["rename_error"]
+    assert obs["raised"] == 5  # the write fails: no PUBACK, the broker sends it again
+    assert "journal.dat" in obs["files"]
+    assert obs["after_reboot"] == ["cs_kept"]  # the credit owed before is still owed
