@@ -275,6 +275,17 @@ class RealCabinet:
             lines = [line for _, line in self.lines]
         return "\n".join(lines[-last:] if last else lines)
 
+    def heap_in_use(self, timeout: float = 30.0) -> int:
+        """gc.mem_alloc() after gc.collect() at the end of the next loop pass."""
+        before = self.heaps()
+        self.send("HEAP")
+        self.wait_for(lambda: len(self.heaps()) > len(before), timeout, "a heap figure")
+        return self.heaps()[-1]
+
+    def heaps(self) -> list[int]:
+        with self._cond:
+            return [int(line.split()[1]) for _, line in self.lines if line.startswith("@HEAP ")]
+
     def longest_pass_ms(self) -> int:
         """The longest time the loop went without feeding the watchdog (the stand-in reports new
         maxima above 500 ms; 0 when none was that long)."""

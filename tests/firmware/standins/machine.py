@@ -6,13 +6,17 @@
 #   @PIN <gpio> <OUT|IN> <level|-> <ticks_ms>   a pin was configured or an output changed level
 #   @WDT <timeout_ms> / @WDT-RESET               watchdog armed / it fired (the process dies)
 #   @WDT-GAP <ms>                                 a new longest time between two feeds (> 500 ms)
+#   @HEAP <alloc> <free>                          gc.mem_alloc()/mem_free() after gc.collect(),
+#                                                 at the end of a loop pass (the watchdog feed)
 #   @RESET / @BROWNOUT / @RTC <y> <m> <d> <h> <mi> <s>
 # and reads commands on stdin: "PIN <gpio> <level>" sets an input's level (firing its irq);
-# "PULSE <gpio> <level> <ms> <after_ms>" holds that level for ms, starting after_ms from now.
+# "PULSE <gpio> <level> <ms> <after_ms>" holds that level for ms, starting after_ms from now;
+# "HEAP" asks for a heap figure at the next feed (STANDIN_HEAP_AT_FIRST_FEED=1: at the first).
 # Environment: STANDIN_BROWNOUT=<gpio>:<level> kills the process when that output reaches that
 # level (a relay coil that browns the supply out); FAKETIME_TIMESTAMP_FILE (libfaketime) is
 # where RTC.datetime() sets the clock, as the ESP32's RTC sets the time mbedtls checks.
 import _thread
+import gc
 import os
 import select
 import sys
@@ -24,6 +28,7 @@ _GPIO_COUNT = 40
 _levels = bytearray(b"\x01" * _GPIO_COUNT)  # input levels the harness sets (idle high)
 _irqs = [None] * _GPIO_COUNT
 _wdt = [0, 0, 500]  # timeout_ms (0: not armed), ticks of the last feed, longest gap reported
+_heap = [1 if os.getenv("STANDIN_HEAP_AT_FIRST_FEED") else 0]  # heap figures asked for
 
 
 def _say(text):
@@ -105,6 +110,10 @@ class WDT:
         _say("@WDT %d" % timeout)
 
     def feed(self):
+        if _heap[0]:
+            _heap[0] = 0
+            gc.collect()  # the end of a pass: only the loop's own state is referenced
+            _say("@HEAP %d %d" % (gc.mem_alloc(), gc.mem_free()))
         now = time.ticks_ms()
         gap = time.ticks_diff(now, _wdt[1])
         _wdt[1] = now
@@ -148,6 +157,8 @@ def _command(line):
     parts = line.split()
     if len(parts) == 3 and parts[0] == "PIN":
         _set_level(int(parts[1]), int(parts[2]))
+    elif parts == ["HEAP"]:
+        _heap[0] = 1
     elif len(parts) == 5 and parts[0] == "PULSE":
         gpio, level, ms, after = [int(p) for p in parts[1:]]
         start = time.ticks_add(time.ticks_ms(), after)
