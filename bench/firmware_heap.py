@@ -1,5 +1,5 @@
-"""Firmware heap on the real MicroPython: the 32-bit unix port of v1.27.0 (4-byte pointers, as on the
-ESP32), firmware/ unchanged against a local Mosquitto, boot.py then main.py.
+"""Firmware heap on the real MicroPython: the 32-bit unix port of v1.27.0 (4-byte pointers, as on
+the ESP32), firmware/ unchanged against a local Mosquitto, boot.py then main.py.
 
     .venv/bin/python bench/firmware_heap.py [--messages 10000] [--backlog 1000]
 

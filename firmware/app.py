@@ -5,21 +5,9 @@ import sys
 from cabinet import Cabinet
 from micropython import const
 
-OLDEST_MICROPYTHON = (1, 25, 0)  # umqtt.simple 1.6+: an SSLContext that checks the broker
 _RETRY_MS = const(10000)  # an unusable config (or runtime) is looked at again this often
 _IDLE_MS = const(10)  # loop period when nothing is due: inputs are sampled at least this often
 _ERROR_RESET_MS = const(5000)
-
-
-def runtime_problem(implementation):
-    """Why this MicroPython cannot run the firmware safely, or None."""
-    if implementation.name != "micropython":
-        return None  # the host cabinet (arcade simulate) on CPython
-    version = tuple(implementation.version[:3])
-    if version < OLDEST_MICROPYTHON:
-        return ("MicroPython %d.%d.%d is too old: its umqtt.simple cannot check the broker's TLS "
-                "certificate. Flash MicroPython 1.25 or newer (1.27 recommended)." % version)
-    return None
 
 
 def _refuse(board, problems):
@@ -34,15 +22,20 @@ def _refuse(board, problems):
 
 
 def load_config(board):
-    """A valid config, printing what is wrong and retrying until there is one (relay off)."""
+    """A valid config on a MicroPython that can run it, printing what is wrong and retrying
+    until both are so (relay off)."""
     import config
 
+    problem = config.runtime_problem(sys.implementation)
     while True:
-        cfg, problems = config.load(board.CONFIG_PATH)
-        if cfg is not None:
-            # The rules are needed once per boot: give their ~6 KB of RAM back to the loop.
-            sys.modules.pop("config", None)
-            return cfg
+        if problem is None:
+            cfg, problems = config.load(board.CONFIG_PATH)
+            if cfg is not None:
+                # The rules are needed once per boot: give their ~6 KB of RAM back to the loop.
+                sys.modules.pop("config", None)
+                return cfg
+        else:
+            problems = [problem]
         _refuse(board, problems)
 
 
@@ -105,9 +98,6 @@ class Loop:
 def main(board):
     board.relay(False)
     try:
-        problem = runtime_problem(sys.implementation)
-        while problem is not None:
-            _refuse(board, [problem])
         cfg = load_config(board)
         board.setup(cfg)
         loop = Loop(board, cfg)

@@ -1,5 +1,7 @@
 # The cabinet's logic, with no network in it: coinpulses in, relay pulses, inputs, and the
 # messages it owes the cloud (status, acks, gameover). Hardware comes in as `board`.
+import sys
+
 import contract
 import ids
 from gameover import Debounced, GameOverReporter
@@ -48,12 +50,15 @@ class Cabinet:
     # --- start-up --------------------------------------------------------------------------
     def resume(self):
         """Load the journal; whatever it still owes is pulsed and acked as if just received."""
+        import recovery
+
         try:
-            owed = self.journal.load()
+            owed = recovery.load(self.journal)
         except Exception as e:  # unreadable: keep it for a human, never crash-loop on it
-            kept = self.journal.set_aside()
+            kept = recovery.set_aside(self.journal)
             self._event("journal_unreadable", error=repr(e), kept_as=kept)
             owed = 0
+        sys.modules.pop("recovery", None)  # boot-time code: its RAM goes back to the loop
         if self.journal.recent_problem is not None:  # credits kept; only old ids set aside
             self._event("recent_ids_unreadable", error=self.journal.recent_problem)
         self.held = self.journal.held()

@@ -3,6 +3,9 @@
 import json
 
 CONFIG_FILE = "config.json"
+# The oldest MicroPython the firmware runs on: its frozen umqtt.simple (1.6.0) takes an
+# SSLContext and checks the broker's certificate and name; 1.22's (1.3.4) did neither.
+OLDEST_MICROPYTHON = (1, 25, 0)
 
 # Pins an ESP32 cannot give us safely (the WROOM/WROVER modules this firmware targets).
 FLASH_PINS = (6, 7, 8, 9, 10, 11)  # wired to the SPI flash: touching them crashes the chip
@@ -67,6 +70,17 @@ BOOL_KEYS = ("mqtt.tls", "relay.active_high", "gameover.active_low", "lockout.ac
 STRING_KEYS = ("wifi.password", "mqtt.user", "mqtt.password", "mqtt.ca_file")
 
 
+def runtime_problem(implementation):
+    """Why this interpreter cannot run the firmware safely, or None."""
+    if implementation.name != "micropython":
+        return None  # the host cabinet (arcade simulate) on CPython
+    version = tuple(implementation.version[:3])
+    if version < OLDEST_MICROPYTHON:
+        return ("MicroPython %d.%d.%d is too old: its umqtt.simple cannot check the broker's TLS "
+                "certificate. Flash MicroPython 1.25 or newer (1.27 recommended)." % version)
+    return None
+
+
 def with_defaults(cfg):
     """A new dict: cfg over DEFAULTS, section by section; optional sections only when given."""
     out = {}
@@ -77,7 +91,9 @@ def with_defaults(cfg):
                 continue
             section = dict(default)
             if isinstance(given, dict):
-                section.update(given)
+                for sub in given:
+                    if not sub.startswith("_"):  # comments stay on flash, not in the board's RAM
+                        section[sub] = given[sub]
             out[key] = section
         else:
             out[key] = default if given is None else given

@@ -35,6 +35,7 @@ class IdStore:
         self.count = 0  # slots written so far (the file's size)
         self._head = 0  # the slot the ring overwrites next
         self.shortened = 0  # records overwritten before their time (window shorter than promised)
+        self.until = 0  # keep-until of the record find() found
 
     def load(self):
         """Open or create ids.bin; raises ValueError for a file in no format we know."""
@@ -84,6 +85,7 @@ class IdStore:
                     at = i * _RECORD
                     state = buf[at + _DIGEST]
                     if maybe and state and buf[at:at + _DIGEST] == d:
+                        self.until = _until(buf, at)
                         return slot + i, state
                     if free < 0 and (state == 0 or (now_s is not None and _until(buf, at) < now_s)):
                         free = slot + i
@@ -118,13 +120,7 @@ class IdStore:
     def set_state(self, d, state, now_s=None):
         slot, old = self.find(d, now_s)
         if old:
-            self._rec_until(slot)
-            self.put(d, state, int.from_bytes(self._rec[12:16], "big"), slot)
-
-    def _rec_until(self, slot):
-        with open(self._path, "rb") as f:
-            f.seek(_HEADER + slot * _RECORD)
-            f.readinto(self._rec)
+            self.put(d, state, self.until, slot)
 
 
 def _until(buf, at):

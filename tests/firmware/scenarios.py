@@ -498,9 +498,9 @@ def scenario_repeat_cap():
     held_edges = len(rig.board.edges)
     status = [json.loads(p[2]) for p in rig.link.published if p[1].endswith(b"/status")]
     rig._collect()
-    import journal
+    import recovery
 
-    released = journal.release(rig.state)  # the operator, at the REPL, after fixing the supply
+    released = recovery.release(rig.state)  # the operator, at the REPL, after fixing the supply
     rig.reboot()
     rig.run_until(rig.acked, 5000)
     obs = rig.observations()
@@ -674,10 +674,11 @@ class _FailingRename:
 def scenario_rename_error():
     """A rename that fails for another reason than FAT's EEXIST keeps the good journal."""
     import journal
+    import recovery
 
     state = fresh_dir("rename_error")
     j = journal.Journal(state)
-    j.load()
+    recovery.load(j)
     j.add("cs_kept", 2, 1)
     real_os = journal.os
     journal.os = _FailingRename(real_os)
@@ -689,7 +690,7 @@ def scenario_rename_error():
     finally:
         journal.os = real_os
     again = journal.Journal(state)
-    again.load()
+    recovery.load(again)
     return {"raised": raised, "files": sorted(os.listdir(state)),
             "after_reboot": [e.credit_id for e in again.entries]}
 
@@ -765,8 +766,18 @@ def scenario_config_errors():
     except PowerCut:
         pass
     problems2 = [e[2]["problems"] for e in board2.events if e[1] == "config_error"]
+
+    class Interpreter:  # what sys.implementation says
+        def __init__(self, name, version):
+            self.name = name
+            self.version = version
+
+    runtime = [config.runtime_problem(Interpreter(name, version)) for name, version in (
+        ("micropython", (1, 22, 2, "")), ("micropython", (1, 25, 0, "")),
+        ("micropython", (1, 27, 0, "")), ("cpython", (3, 11, 7)))]
     return {"retried": retried, "problems": problems, "problems_not_json": problems2,
-            "relay_edges": board.edges, "relay_calls_closed": board.relay_closed}
+            "relay_edges": board.edges, "relay_calls_closed": board.relay_closed,
+            "runtime": runtime}
 
 
 class _FakeMachine:
@@ -810,8 +821,8 @@ def scenario_boot():
     return {"boots": results}
 
 
-FIRMWARE_MODULES = ("app", "board", "cabinet", "config", "contract", "gameover", "journal",
-                    "link", "pulser")
+FIRMWARE_MODULES = ("app", "board", "cabinet", "config", "contract", "gameover", "ids",
+                    "journal", "link", "pulser", "recovery")
 FIRMWARE = "/fw"
 
 

@@ -202,6 +202,14 @@ def test_invalid_config_prints_every_problem_and_retries(results):
     assert not_json.endswith(")") and "config.json: not valid JSON (" in not_json
 
 
+def test_micropython_older_than_1_25_is_refused(results):
+    """1.22's frozen umqtt (1.3.4) takes `ssl` as a flag and checks no certificate: anyone on the
+    venue WiFi could pose as the broker. The board says so on its console and stays off."""
+    old, oldest, current, cpython = results["config_errors"]["runtime"]
+    assert old.startswith("MicroPython 1.22.2 is too old") and "1.25 or newer" in old
+    assert oldest is None and current is None and cpython is None
+
+
 def test_boot_opens_the_relay_before_anything_else(results):
     boots = results["boot"]["boots"]
     out = 3  # the fake Pin.OUT
@@ -300,7 +308,7 @@ def test_a_pulse_repeated_by_resets_is_capped_and_held(results):
     held = obs["held_status"][-1]
     assert held["problem"] == "pulse_repeat_cap" and "cs_brownout" in held["detail"]
     assert [e["id"] for e in events(obs, "pulse_repeat_cap")] == ["cs_brownout"]
-    assert obs["released"] == ["cs_brownout"]  # the operator's journal.release()
+    assert obs["released"] == ["cs_brownout"]  # the operator's recovery.release()
     assert [a["id"] for a in acks(obs, "done")] == ["cs_brownout"]
 
 

@@ -170,7 +170,7 @@ def test_reset_loop_between_relay_close_and_record_is_capped(broker, real_cabine
     # The operator fixes the supply, then releases the held message at the REPL.
     del cab.env["STANDIN_BROWNOUT"]
     released = subprocess.run(
-        [str(require_micropython()), "-c", "import journal; journal.release()"],
+        [str(require_micropython()), "-c", "import recovery; recovery.release()"],
         cwd=cab.flash, capture_output=True, text=True, timeout=30,
         env={"MICROPYPATH": f":{STANDINS}:.frozen"})
     assert "released: ['cs_brownout']" in released.stdout, released
