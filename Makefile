@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install deps mosquitto chromium test test-browser test-fast lint run bench clean
+.PHONY: help install deps mosquitto faketime chromium test test-browser test-fast lint run bench clean
 
 help:
 	@echo "make run        start the whole system on this machine"
@@ -35,7 +35,22 @@ mosquitto:
 	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto; \
 	  else echo "mosquitto is missing: install it with your package manager"; fi; }
 
-deps: $(STAMP) node_modules/.installed mosquitto
+# libfaketime (Debian's faketime package): the firmware tests start a board with its clock at
+# 2000-01-01, as an ESP32's RTC reads after power-on.
+faketime:
+	@[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || { \
+	  echo "Installing faketime with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq faketime; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq faketime; \
+	  else echo "faketime is missing: install it with your package manager"; fi; }
+
+# The real MicroPython for the firmware tests and `make bench`: ARCADE_MICROPYTHON names the folder
+# holding micropython, micropython-32 and micropython-esp32sock (default: ../shared/micropython/bin;
+# without them those tests skip, with CI=true they fail).
+ARCADE_MICROPYTHON ?= $(abspath ../shared/micropython/bin)
+export ARCADE_MICROPYTHON
+
+deps: $(STAMP) node_modules/.installed mosquitto faketime
 
 test: deps
 	$(BIN)/ruff check .
