@@ -65,13 +65,14 @@ class Loop:
         now = board.ticks_ms()
         wait = cab.tick(now, link.up and cab.owes_acks())
         if not cab.relay_on:  # the relay is never held closed while we talk to the network
-            if link.poll(now, not cab.mid_train()):
-                cab.connected()
+            just_up = link.poll(now, not cab.mid_train())
+            if just_up:
+                cab.connected()  # its status goes in the next pass: one blocking step a pass
             cab.link_problem = link.problem
             if not cab.mid_train():
                 # Between trains: acks owed go first (a backlog hears `received` early); a credit
                 # to an idle cabinet starts its first pulse in this same pass, status after.
-                if link.up and (cab.owes_acks() or not cab.ready_to_pulse()):
+                if link.up and not just_up and (cab.owes_acks() or not cab.ready_to_pulse()):
                     cab.flush(link, now, self._flush_ms)
                 wait = cab.tick(board.ticks_ms(), link.up and cab.owes_acks())
         self._wdt.feed()  # only a loop that got here is healthy
