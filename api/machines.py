@@ -24,4 +24,5 @@ def machine_token(secret: str, machine_id: str) -> str:
 
 
 def token_matches(secret: str, machine_id: str, presented: str) -> bool:
-    return hmac.compare_digest(machine_token(secret, machine_id), presented)
+    # compare_digest raises TypeError on non-ASCII text: such a token is simply wrong.
+    return presented.isascii() and hmac.compare_digest(machine_token(secret, machine_id), presented)

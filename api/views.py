@@ -22,7 +22,10 @@ class BadRequest(ValueError):
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # "[[[[…" nested deeper than json.loads goes; silent= misses it
+        body = None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
     return body
