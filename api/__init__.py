@@ -13,7 +13,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """The app, configured from the environment (and `.env`), or from `test_config`'s variables."""
-    from api import errors, logs, services, test_checkout, views, webhook
+    from api import errors, logs, security, services, test_checkout, views, webhook
     from api.settings import SettingsError, load_dotenv_files, settings_from_env
 
     if test_config is None:
@@ -31,6 +31,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     services.init_app(app, settings)
     errors.init_app(app)
+    security.init_app(app, settings)
     logs.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)

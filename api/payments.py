@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from api.logs import note
 from api.settings import Settings
 from api.store import Store
 
@@ -14,14 +15,43 @@ if TYPE_CHECKING:
 
 
 class PaymentsError(Exception):
-    """Stripe refused or could not be reached; the message is Stripe's (safe to show)."""
+    """Stripe refused or could not be reached, in our own words (Stripe's text, which can name
+    the key's last digits or the request id, goes to our log only)."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+# Stripe asks nothing more precise; a few seconds is what its own clients back off.
+RETRY_AFTER_S = 10
+
+
+def stripe_failure(error: stripe.StripeError) -> PaymentsError:
+    """Map a Stripe error to what our caller can act on; note its details in our log line."""
+    import stripe
+
+    note(stripe_error=type(error).__name__, stripe_code=error.code,
+         stripe_status=error.http_status, stripe_request=error.request_id)
+    if isinstance(error, stripe.RateLimitError):
+        return PaymentsError(503, "Stripe is limiting our requests; retry shortly", RETRY_AFTER_S)
+    if isinstance(error, (stripe.AuthenticationError, stripe.PermissionError)):
+        return PaymentsError(503, "payments are not configured correctly on the server "
+                                  "(Stripe refused its API key)")
+    if isinstance(error, stripe.InvalidRequestError):
+        return PaymentsError(400, "Stripe refused to make this payment link (the price or the "
+                                  "link's settings); the operator can find why in the API's log")
+    if isinstance(error, stripe.APIConnectionError):
+        return PaymentsError(503, "Stripe cannot be reached; retry shortly", RETRY_AFTER_S)
+    return PaymentsError(502, "Stripe answered with an error; retry shortly", RETRY_AFTER_S)
 
 
 def stripe_client(settings: Settings) -> stripe.StripeClient:
     import stripe  # imported on first use: it is the slowest import of the API
 
     if not settings.stripe_api_key:
-        raise PaymentsError("STRIPE_API_KEY is not set: payment links cannot be created")
+        raise PaymentsError(503, "STRIPE_API_KEY is not set on the server: payment links cannot "
+                                 "be created")
     addresses = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
     return stripe.StripeClient(
         settings.stripe_api_key, base_addresses=addresses, max_network_retries=2
@@ -75,6 +105,6 @@ def payment_link_for(store: Store, settings: Settings, machine_id: str, price_id
             credits = credits_for_price(client, price_id, settings)
             created = create_payment_link(client, machine_id, price_id, credits)
         except stripe.StripeError as error:
-            raise PaymentsError(error.user_message or str(error)) from None
+            raise stripe_failure(error) from None
         url = store.put_link(machine_id, price_id, created, time.time())
     return with_client_reference(url, machine_id)

@@ -10,6 +10,7 @@ from api.logs import note
 from api.machines import is_valid_machine_id, token_matches
 from api.payments import PaymentsError, payment_link_for
 from api.publisher import PublishError
+from api.security import bearer_token, limit_cabinet, limit_client, require_link_permission
 from api.services import services
 
 bp = Blueprint("views", __name__)
@@ -69,8 +70,11 @@ def status():
 @bp.post("/create-payment-link")
 def create_payment_link():
     svc = services()
+    limit_client("create-payment-link")
     body = json_body()
     machine_id = machine_id_from(body)
+    require_link_permission(svc.settings)
+    limit_cabinet("create-payment-link", machine_id)
     if svc.settings.test_checkout:
         return jsonify(url=test_checkout.checkout_url(machine_id), test=True)
     price_id = body.get("price_id") or svc.settings.price_id
@@ -81,19 +85,17 @@ def create_payment_link():
     try:
         url = payment_link_for(svc.store, svc.settings, machine_id, price_id)
     except PaymentsError as error:
-        return error_response(502, f"Stripe: {error}")
+        response = error_response(error.status, error.message)
+        if error.retry_after:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
     return jsonify(url=url)
-
-
-def bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 @bp.post("/gameover")
 def gameover():
     svc = services()
+    limit_client("gameover")
     machine_id = machine_id_from(json_body())
     secret = svc.settings.machine_token_secret
     if not secret:
@@ -101,6 +103,8 @@ def gameover():
     token = bearer_token()
     if not token or not token_matches(secret, machine_id, token):
         return error_response(401, "a valid 'Authorization: Bearer <machine token>' is required")
+    # After the token: a stranger cannot use up a cabinet's allowance.
+    limit_cabinet("gameover", machine_id)
     message = protocol.gameover(machine_id)
     topic = protocol.topic(svc.settings.mqtt_topic_prefix, machine_id, protocol.GAMEOVER)
     try:

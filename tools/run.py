@@ -110,6 +110,9 @@ def api_environment(stack: Stack, known: dict, env: dict[str, str]) -> dict[str,
         settings["STRIPE_WEBHOOK_SECRET"] = known["webhook_secret"]
         settings["TEST_CHECKOUT"] = "true"
         settings["STRIPE_API_KEY"] = ""
+        # The test page's links and who may use it (--host 0.0.0.0: set both in .env).
+        settings["PUBLIC_URL"] = env.get("PUBLIC_URL") or stack.api_url
+        settings["TEST_CHECKOUT_NETWORK"] = env.get("TEST_CHECKOUT_NETWORK", "")
     return settings
 
 
