@@ -146,7 +146,6 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     test_checkout = parse_flag(env, "TEST_CHECKOUT")
     api_key = _text(env, "STRIPE_API_KEY")
     public_url = _text(env, "PUBLIC_URL").rstrip("/")
-    security = security_settings_from_env(env, test_checkout, api_key, public_url)
     return Settings(
         stripe_webhook_secrets=secrets,
         mqtt_broker=mqtt.host,
@@ -171,7 +170,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         webhook_tolerance_seconds=parse_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
         test_checkout=test_checkout,
         public_url=public_url,
-        security=security,
+        security=security_settings_from_env(env),
     )
 
 
@@ -242,9 +241,18 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_test_checkout(
-    api_key: str, public_url: str, networks: tuple[str, ...]
-) -> None:
+def api_settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings the API starts with: also refuses an unsafe test checkout (the tools that only
+    read the ledger or the broker need not care where the test page would be served)."""
+    settings = settings_from_env(env)
+    if settings.test_checkout:
+        check_test_checkout(
+            settings.stripe_api_key, settings.public_url, settings.security.test_checkout_networks
+        )
+    return settings
+
+
+def check_test_checkout(api_key: str, public_url: str, networks: tuple[str, ...]) -> None:
     """Test checkout credits for free: only where no one else can reach it, by explicit choice."""
     from urllib.parse import urlsplit
 
@@ -269,12 +277,8 @@ def check_test_checkout(
         )
 
 
-def security_settings_from_env(
-    env: Mapping[str, str], test_checkout: bool, api_key: str, public_url: str
-) -> SecuritySettings:
+def security_settings_from_env(env: Mapping[str, str]) -> SecuritySettings:
     networks = _networks(env, "TEST_CHECKOUT_NETWORK")
-    if test_checkout:
-        check_test_checkout(api_key, public_url, networks)
     currency = _text(env, "CURRENCY", "usd").lower()
     if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise SettingsError(f"CURRENCY must be a 3-letter ISO code such as usd, got {currency!r}")

@@ -20,6 +20,7 @@ class State(enum.StrEnum):
     REFUNDED = "refunded"
     DISPUTED = "disputed"
     FAILED = "failed"  # async payment failed: nothing to credit
+    NOT_CREDITED = "not_credited"  # paid, but CURRENCY / ALLOW_FREE_CREDITS credit nothing
 
 
 # States in which a coinpulse may (still) be published.

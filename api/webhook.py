@@ -80,13 +80,41 @@ def text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def credits_of(session: dict, settings: Settings) -> int:
-    """Metadata `credits` (set by us on the link), else the amount at CENTS_PER_CREDIT."""
+def metadata_credits(session: dict) -> int | None:
+    """The `credits` we put in the link's metadata (copied onto its sessions), if any."""
     raw = str(metadata_of(session).get("credits", "")).strip()
-    if raw.isascii() and raw.isdigit():
-        return int(raw)
+    return int(raw) if raw.isascii() and raw.isdigit() else None  # "²".isdigit() is True
+
+
+def in_our_currency(session: dict, settings: Settings) -> bool:
+    currency = session.get("currency")
+    return isinstance(currency, str) and currency.lower() == settings.security.currency
+
+
+def credits_of(session: dict, settings: Settings) -> int:
+    """Metadata `credits` (set by us on the link), else the amount at CENTS_PER_CREDIT — only in
+    the operator's CURRENCY (8,400 INR is not 84 credits)."""
+    credits = metadata_credits(session)
+    if credits is not None:
+        return credits
     amount = session.get("amount_total")
-    return amount // settings.cents_per_credit if isinstance(amount, int) and amount > 0 else 0
+    if not in_our_currency(session, settings) or not isinstance(amount, int) or amount <= 0:
+        return 0
+    return amount // settings.cents_per_credit
+
+
+def why_not_credited(session: dict, settings: Settings) -> str | None:
+    """Why a paid session is recorded but not credited, or None when it is credited."""
+    if session.get("payment_status") == "no_payment_required" and (
+        not settings.security.allow_free_credits
+    ):
+        return "a free (100 % off) checkout, and ALLOW_FREE_CREDITS is off"
+    if metadata_credits(session) is None and not in_our_currency(session, settings):
+        return (f"paid in {session.get('currency')!r}; credits are counted from amounts in "
+                f"{settings.security.currency} only (CURRENCY)")
+    if credits_of(session, settings) <= 0:
+        return "worth less than one credit"
+    return None
 
 
 def payment_of(session: dict, settings: Settings) -> Payment | None:
@@ -126,8 +154,9 @@ def handle_session(event_type: str, session: dict, svc: Services) -> Outcome:
     )
     if not paid:
         return crediting.record_pending(svc, payment)
-    if payment.credits <= 0:
-        return Outcome(200, "ignored", extra={"reason": "no credits in this purchase"})
+    reason = why_not_credited(session, svc.settings)
+    if reason:
+        return crediting.record_not_credited(svc, payment, reason)
     return crediting.credit(svc, payment)
 
 

@@ -60,7 +60,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
       arcade serve --host 0.0.0.0 --port 5000 --workers 4
     """
     test_checkout_where_safe(host, port)
-    api_settings()  # fail before gunicorn forks, with one line naming a bad variable
+    api_settings(starting_api=True)  # fail before gunicorn forks: one line naming the variable
     # Replace this process: gunicorn then gets Ctrl-C / SIGTERM directly and stops its workers.
     argv = gunicorn_argv(host, port, workers, threads)
     os.execv(sys.executable, [sys.executable, "-m", *argv])

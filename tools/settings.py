@@ -20,13 +20,13 @@ def load_env() -> Mapping[str, str]:
     return os.environ
 
 
-def api_settings() -> Settings:
+def api_settings(starting_api: bool = False) -> Settings:
     """The API's own settings, validated as it validates them: one line naming a bad variable."""
-    from api.settings import SettingsError, settings_from_env
+    from api.settings import SettingsError, api_settings_from_env, settings_from_env
 
     load_env()
     try:
-        return settings_from_env()
+        return api_settings_from_env() if starting_api else settings_from_env()
     except SettingsError as error:
         raise UserError(str(error)) from None
 
