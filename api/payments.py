@@ -1,14 +1,16 @@
-"""Stripe Payment Links: one per (cabinet, price), created once and then served from the ledger."""
+"""Stripe Payment Links: one per (cabinet, price), cached in the ledger and checked in Stripe
+when stale (LINK_CHECK_SECONDS); Stripe's errors in our own words."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from api.logs import note
 from api.settings import Settings
-from api.store import Store
+from api.store import Link, Store
 
 if TYPE_CHECKING:
     import stripe
@@ -71,9 +73,15 @@ def credits_for_price(client: stripe.StripeClient, price_id: str, settings: Sett
 
 
 def create_payment_link(
-    client: stripe.StripeClient, machine_id: str, price_id: str, credits: int
-) -> str:
+    client: stripe.StripeClient, machine_id: str, price_id: str, credits: int, replaces: str = ""
+) -> Link:
     metadata = {"machine_id": machine_id, "credits": str(credits)}
+    # The same cabinet, price and credits always make the same request: a retry never makes a
+    # twin. A replacement names the link it replaces, so it is a new request (Stripe would
+    # otherwise answer with the old, deactivated link for 24 hours).
+    key = f"arcade-link-{machine_id}-{price_id}-{credits}"
+    if replaces:
+        key += f"-after-{hashlib.sha256(replaces.encode()).hexdigest()[:16]}"
     link = client.v1.payment_links.create(
         params={
             "line_items": [{"price": price_id, "quantity": 1}],
@@ -81,10 +89,19 @@ def create_payment_link(
             # Also on the PaymentIntent, so refunds and disputes name the cabinet.
             "payment_intent_data": {"metadata": metadata},
         },
-        # The same cabinet and price always make the same request: a retry never makes a twin.
-        options={"idempotency_key": f"arcade-link-{machine_id}-{price_id}-{credits}"},
+        options={"idempotency_key": key},
     )
-    return link.url
+    return Link(link.url, link.id, time.time())
+
+
+def still_sells(client: stripe.StripeClient, link: Link, credits: int) -> bool:
+    """Stripe still has the link active, selling the Price's current credits."""
+    if not link.link_id:  # cached before ids were kept: cannot be checked, so replaced once
+        return False
+    found = client.v1.payment_links.retrieve(link.link_id).to_dict()
+    return bool(found.get("active")) and (found.get("metadata") or {}).get("credits") == str(
+        credits
+    )
 
 
 def with_client_reference(url: str, machine_id: str) -> str:
@@ -94,17 +111,38 @@ def with_client_reference(url: str, machine_id: str) -> str:
     return f"{url}{separator}{urlencode({'client_reference_id': machine_id})}"
 
 
-def payment_link_for(store: Store, settings: Settings, machine_id: str, price_id: str) -> str:
-    """The cabinet's link: from the ledger, or created in Stripe on first request."""
-    url = store.get_link(machine_id, price_id)
-    if url is None:
-        import stripe
+def checked_link(
+    store: Store, settings: Settings, machine_id: str, price_id: str, cached: Link | None
+) -> Link:
+    """The cached link confirmed in Stripe, or a new one when it was deactivated (dashboard) or
+    its Price's credits changed; created on first request."""
+    import stripe
 
-        try:
-            client = stripe_client(settings)
-            credits = credits_for_price(client, price_id, settings)
-            created = create_payment_link(client, machine_id, price_id, credits)
-        except stripe.StripeError as error:
-            raise stripe_failure(error) from None
-        url = store.put_link(machine_id, price_id, created, time.time())
-    return with_client_reference(url, machine_id)
+    try:
+        client = stripe_client(settings)
+        credits = credits_for_price(client, price_id, settings)
+        if cached is not None and still_sells(client, cached, credits):
+            confirmed = Link(cached.url, cached.link_id, time.time())
+            return store.save_link(machine_id, price_id, confirmed, replacing=cached.url)
+        created = create_payment_link(client, machine_id, price_id, credits,
+                                      replaces=cached.link_id or cached.url if cached else "")
+    except (stripe.StripeError, PaymentsError) as error:
+        if cached is not None:
+            # Stripe down or refusing: the link it confirmed before is better than no link.
+            note(link_check="failed")
+            return cached
+        raise error if isinstance(error, PaymentsError) else stripe_failure(error) from None
+    if cached is not None:
+        note(link_replaced=cached.link_id or "unknown")
+    return store.save_link(machine_id, price_id, created,
+                           replacing=cached.url if cached else None)
+
+
+def payment_link_for(store: Store, settings: Settings, machine_id: str, price_id: str) -> str:
+    """The cabinet's link: from the ledger while it is fresh (LINK_CHECK_SECONDS), else checked
+    in Stripe first, so a deactivated link or a Price's changed credits are not served on."""
+    cached = store.link(machine_id, price_id)
+    fresh_for = settings.security.link_check_seconds
+    if cached is None or time.time() - cached.checked_at >= fresh_for:
+        cached = checked_link(store, settings, machine_id, price_id, cached)
+    return with_client_reference(cached.url, machine_id)

@@ -56,6 +56,12 @@ class StripeStub(ThreadingHTTPServer):
     def fail_next(self, *names: str) -> None:
         self.planned_errors.extend(names)
 
+    def deactivate(self, url: str) -> None:
+        """What "Deactivate" on a link in the Stripe dashboard does."""
+        for link in self.links_by_key.values():
+            if url.startswith(link["url"]):
+                link["active"] = False
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
@@ -117,6 +123,10 @@ class _StripeHandler(BaseHTTPRequestHandler):
         entry = self._record()
         if self._planned_error():
             return
+        if entry["path"].startswith("/v1/payment_links/"):
+            link_id = entry["path"].removeprefix("/v1/payment_links/")
+            links = [link for link in self.server.links_by_key.values() if link["id"] == link_id]
+            return self._answer(200, links[0]) if links else self._missing(link_id)
         price_id = entry["path"].removeprefix("/v1/prices/")
         price = self.server.prices.get(price_id)
         if price is None:
