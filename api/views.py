@@ -77,10 +77,13 @@ def create_payment_link():
     limit_cabinet("create-payment-link", machine_id)
     if svc.settings.test_checkout:
         return jsonify(url=test_checkout.checkout_url(machine_id), test=True)
-    price_id = body.get("price_id") or svc.settings.price_id
+    price_id = body.get("price_id")
+    if price_id is not None and not (isinstance(price_id, str) and price_id):
+        raise BadRequest("price_id must be a price id (text), or left out for PRICE_ID")
+    price_id = price_id or svc.settings.price_id
     if not price_id:
         return error_response(503, "PRICE_ID is not set on the server")
-    if not isinstance(price_id, str) or not svc.settings.price_allowed(price_id):
+    if not svc.settings.price_allowed(price_id):
         raise BadRequest("price_id is not one of the allowed prices")
     try:
         url = payment_link_for(svc.store, svc.settings, machine_id, price_id)
