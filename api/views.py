@@ -10,7 +10,13 @@ from api.logs import note
 from api.machines import is_valid_machine_id, token_matches
 from api.payments import PaymentsError, payment_link_for
 from api.publisher import PublishError
-from api.security import bearer_token, limit_cabinet, limit_client, require_link_permission
+from api.security import (
+    Refused,
+    bearer_token,
+    limit_cabinet,
+    limit_client,
+    require_link_permission,
+)
 from api.services import services
 
 bp = Blueprint("views", __name__)
@@ -88,10 +94,8 @@ def create_payment_link():
     try:
         url = payment_link_for(svc.store, svc.settings, machine_id, price_id)
     except PaymentsError as error:
-        response = error_response(error.status, error.message)
-        if error.retry_after:
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response
+        retry = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+        raise Refused(error.status, error.message, retry) from None
     return jsonify(url=url)
 
 
