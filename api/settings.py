@@ -279,7 +279,7 @@ def check_test_checkout(api_key: str, public_url: str, networks: tuple[str, ...]
 
 def security_settings_from_env(env: Mapping[str, str]) -> SecuritySettings:
     networks = _networks(env, "TEST_CHECKOUT_NETWORK")
-    currency = _text(env, "CURRENCY", "usd").lower()
+    currency = _text(env, "CURRENCY", SecuritySettings.currency).lower()
     if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise SettingsError(f"CURRENCY must be a 3-letter ISO code such as usd, got {currency!r}")
     return SecuritySettings(
@@ -287,8 +287,14 @@ def security_settings_from_env(env: Mapping[str, str]) -> SecuritySettings:
         currency=currency,
         allow_free_credits=parse_flag(env, "ALLOW_FREE_CREDITS"),
         test_checkout_networks=networks,
-        rate_limit_per_client=_rate_limit(env, "RATE_LIMIT_PER_CLIENT", "60 per minute"),
-        rate_limit_per_cabinet=_rate_limit(env, "RATE_LIMIT_PER_CABINET", "10 per minute"),
-        link_check_seconds=parse_integer(env, "LINK_CHECK_SECONDS", 300, minimum=0),
+        rate_limit_per_client=_rate_limit(
+            env, "RATE_LIMIT_PER_CLIENT", SecuritySettings.rate_limit_per_client
+        ),
+        rate_limit_per_cabinet=_rate_limit(
+            env, "RATE_LIMIT_PER_CABINET", SecuritySettings.rate_limit_per_cabinet
+        ),
+        link_check_seconds=parse_integer(
+            env, "LINK_CHECK_SECONDS", SecuritySettings.link_check_seconds, minimum=0
+        ),
         trusted_proxy_hops=parse_integer(env, "TRUSTED_PROXY_HOPS", 0, minimum=0),
     )
