@@ -122,7 +122,9 @@ def test_listeners_of_two_ledgers_both_hear_every_cabinet(own_broker, tmp_path):
         ids = {client._client_id for client in clients}
         assert len(ids) == 2
         status = json.dumps({"machineId": "cab-a", "state": "online", "firmware": "1.0.0"})
-        publish(own_broker, "arcade/machine/cab-a/status", status, "cab-a", "pw-cab-a")
+        # Retained, as the firmware sends it: heard whenever each listener's subscription lands.
+        publish(own_broker, "arcade/machine/cab-a/status", status, "cab-a", "pw-cab-a",
+                retain=True)
         assert heard["a"].get(timeout=10) == "online" and heard["b"].get(timeout=10) == "online"
         assert all(client.is_connected() for client in clients)
     finally:
