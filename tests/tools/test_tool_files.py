@@ -3,10 +3,12 @@ prefixes that cannot inject ACL lines, and listeners that do not evict each othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import stat
+import sys
 import threading
 
 import pytest
@@ -20,17 +22,58 @@ CABINET_ARGS = ["--ssid", "arcade-wifi", "--wifi-password", "w", "--host", "127.
                 "--no-tls"]
 
 
+@contextlib.contextmanager
+def files_opened_for_writing(directory):
+    """Names of the files in `directory` opened for writing meanwhile (Python's audit hook sees
+    every open()/os.open()). A file written in place is opened under its own name: a reader may
+    see it half written, with the mode the umask gave it, until a chmod comes."""
+    names: list[str] = []
+    active = True
+
+    def hook(event, args):
+        if not active or event != "open" or not isinstance(args[0], (str, bytes, os.PathLike)):
+            return
+        path, mode, flags = os.fsdecode(args[0]), args[1], args[2] or 0
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            flags & (os.O_WRONLY | os.O_RDWR))
+        if writing and os.path.dirname(os.path.abspath(path)) == str(directory):
+            names.append(os.path.basename(path))
+
+    sys.addaudithook(hook)  # cannot be removed: it goes quiet when the block ends
+    try:
+        yield names
+    finally:
+        active = False
+
+
 def test_broker_files_are_private_from_the_start_whatever_the_umask(arcade, tmp_path):
     old = os.umask(0o000)  # the worst case: write_text would make them world-readable
     try:
-        result = arcade("provision", "machine_123", *CABINET_ARGS, "--passwd-file", "passwd",
-                        "--acl-file", "acl")
+        with files_opened_for_writing(tmp_path) as opened:
+            result = arcade("provision", "machine_123", *CABINET_ARGS, "--passwd-file", "passwd",
+                            "--acl-file", "acl")
     finally:
         os.umask(old)
     assert result.exit_code == 0, result.output
+    # Only private temporary files were written; the real names appeared by rename, complete.
+    assert opened and all(name.startswith(".") for name in opened), opened
     for name in ("passwd", "acl", "config.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def test_tls_private_keys_are_private_from_the_start_whatever_the_umask(tmp_path):
+    from tools.certs import make_tls_files
+
+    old = os.umask(0o000)
+    try:
+        with files_opened_for_writing(tmp_path) as opened:
+            files = make_tls_files(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(files.keyfile.stat().st_mode) == 0o600
+    assert files.keyfile.name not in opened, opened
+    assert files.keyfile.read_text().startswith("-----BEGIN EC PRIVATE KEY-----")
 
 
 def test_an_existing_file_keeps_its_mode_but_never_for_others(tmp_path):
