@@ -59,3 +59,18 @@ def require_machine_id(machine_id: str) -> str:
     if not is_valid_machine_id(machine_id):
         raise UserError(f"invalid machine id {machine_id!r}: use 1-64 letters, digits, '_' or '-'")
     return machine_id
+
+
+# Names the API and the tools read (and the AWS credentials a DynamoDB ledger would use).
+SETTING_PREFIXES = (
+    "MQTT_", "STRIPE_", "STORE_URL", "CLAIM_", "TEST_CHECKOUT", "MACHINE_", "ARCADE_", "PRICE_ID",
+    "ALLOWED_PRICE_IDS", "CENTS_PER_CREDIT", "CREDITS_PER_PURCHASE", "MAX_CREDITS", "PUBLIC_URL",
+    "WEBHOOK_TOLERANCE", "AWS_",
+)
+NOT_SETTINGS = ("ARCADE_CACHE_DIR",)  # where the host cabinets keep umqtt: no secret
+
+
+def without_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` minus every setting: for processes that need none of them (and no Stripe key)."""
+    return {key: value for key, value in env.items()
+            if key in NOT_SETTINGS or not key.startswith(SETTING_PREFIXES)}

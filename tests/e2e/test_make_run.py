@@ -57,16 +57,16 @@ def test_arcade_run_pays_a_cabinet_and_stops_cleanly_on_ctrl_c(tmp_path):
         out.wait_line("ready", timeout=60)  # the banner's last line
         assert "Stop:   Ctrl-C" in out.text
         settings = dotenv_values(workdir / "arcade.env")
-        paid = subprocess.run(arcade_argv("pay", "demo-1", "--credits", "2"),
+        paid = subprocess.run(arcade_argv("pay", "machine_123", "--credits", "2"),
                               env=process_env(settings), cwd=tmp_path, capture_output=True,
                               text=True, timeout=60)
         assert paid.returncode == 0, paid.stdout + paid.stderr
         session = paid.stdout.split("session ")[1].split()[0]
-        out.wait_for(f"demo-1 pulse 2/2  id={session}")
-        out.wait_for(f"demo-1 ack sent  id={session}")
+        out.wait_for(f"machine_123 pulse 2/2  id={session}")
+        out.wait_for(f"machine_123 ack sent  id={session}")
         pulses = [line for line in out.lines if " pulse " in line]
-        assert len(pulses) == 2 and all(line.startswith("[demo-1] ") for line in pulses)
-        page = requests.get(f"http://127.0.0.1:{port}/test-checkout/demo-1", timeout=10)
+        assert len(pulses) == 2 and all(line.startswith("[machine_123] ") for line in pulses)
+        page = requests.get(f"http://127.0.0.1:{port}/test-checkout/machine_123", timeout=10)
         assert page.status_code == 200
         assert "TEST MODE" in page.text and 'id="pay"' in page.text
     finally:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from api.settings import settings_from_env
-from tools.run import Stack, api_environment, local_secrets, write_cabinet_configs
+from tools.run import Stack
+from tools.run_files import api_environment, local_secrets, write_cabinet_configs
 
 
 def test_the_api_publishes_where_the_generated_cabinets_listen_whatever_dotenv_says(tmp_path):
