@@ -149,6 +149,7 @@ class Broker:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",  # who listens to what: "did my mosquitto_sub subscribe?"
             "connection_messages true",
         ]
         if self.tls:
