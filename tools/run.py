@@ -404,7 +404,12 @@ def lock_run_folder(workdir: Path):
     return lock
 
 
-@click.command("run")
+@click.command("run", epilog="""\b
+Examples:
+  arcade run
+  arcade run --mqtt-port 1884                # another Mosquitto already has 1883
+  arcade run --cabinets 3 --host 0.0.0.0     # pay from a phone on this network
+""")
 @click.option(
     "--dir",
     "workdir",
@@ -431,14 +436,7 @@ def lock_run_folder(workdir: Path):
 @click.option("--mqtt-port", "--broker-port", "mqtt_port", default=1883, show_default=True,
               type=click.IntRange(1, 65535), help="Broker port (loopback).")
 def run(workdir: Path, cabinets: int, host: str, port: int, mqtt_port: int) -> None:
-    """Start the whole system on this machine and show a credit travel to a coin line.
-
-    \b
-    Examples:
-      arcade run
-      arcade run --mqtt-port 1884                # another Mosquitto already has 1883
-      arcade run --cabinets 3 --host 0.0.0.0     # pay from a phone on this network
-    """
+    """Start the whole system on this machine and show a credit travel to a coin line."""
     plain_env = without_settings(os.environ)  # before .env is read into the environment
     env = dict(load_env())
     workdir.mkdir(parents=True, exist_ok=True)

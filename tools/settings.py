@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import UserError
@@ -18,6 +19,13 @@ def load_env() -> Mapping[str, str]:
 
     load_dotenv_files()
     return os.environ
+
+
+def run_settings_hint() -> str:
+    """For a command run without settings: `make run` keeps them in run/ (sourced by activate)."""
+    if Path("run", "activate").is_file():
+        return "`make run` wrote its settings here: . run/activate"
+    return "with `make run`: . run/activate in its folder first"
 
 
 def api_settings() -> Settings:
