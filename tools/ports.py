@@ -77,15 +77,26 @@ def listening_pids(port: int) -> set[int] | None:
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
-        except OSError:
-            continue  # gone meanwhile, or another user's process
-        held = {link[8:-1] for link in links if link.startswith("socket:[")} & inodes
+        held = {link[8:-1] for link in fd_links(entry) if link.startswith("socket:[")} & inodes
         if held:
             pids.add(int(entry.name))
             seen |= held
     return pids if seen == inodes else None
+
+
+def fd_links(process: Path) -> list[str]:
+    """What a process's open files are; empty for one we may not look at, or that is gone."""
+    try:
+        fds = list((process / "fd").iterdir())
+    except OSError:
+        return []
+    links = []
+    for fd in fds:
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor, for one)
+    return links
 
 
 def process_name(pid: int) -> str:
