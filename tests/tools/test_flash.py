@@ -277,30 +277,36 @@ BOARD_FILES = {
 }
 
 
-def report_on_cpython(tmp_path) -> str:
+def on_cpython(tmp_path, files: dict[str, str], script: str) -> str:
+    """What `script` prints when run among these board files, on CPython."""
     board = tmp_path / "board"
-    for name, content in BOARD_FILES.items():
+    for name, content in files.items():
         (board / name).parent.mkdir(parents=True, exist_ok=True)
         (board / name).write_text(content)
-    return subprocess.run([PY, "-c", BOARD_REPORT], cwd=board, capture_output=True, text=True,
+    return subprocess.run([PY, "-c", script], cwd=board, capture_output=True, text=True,
                           check=True).stdout
 
 
-def report_on_micropython(tmp_path) -> str:
-    """The same files in the MicroPython VM's file system (the npm WebAssembly port)."""
+def on_micropython(tmp_path, files: dict[str, str], script: str) -> str:
+    """The same in the MicroPython VM's file system (the npm WebAssembly port)."""
     from tests.firmware.conftest import run_micropython
 
-    setup = "import os\nos.mkdir('/board')\nos.mkdir('/board/lib')\nos.chdir('/board')\n"
-    for name, content in BOARD_FILES.items():
+    folders = sorted({str(Path("/board", name).parent) for name in files} - {"/board"})
+    setup = "import os\nos.mkdir('/board')\n"
+    setup += "".join(f"os.mkdir({folder!r})\n" for folder in folders) + "os.chdir('/board')\n"
+    for name, content in files.items():
         setup += f"with open({name!r}, 'w') as f:\n    f.write({content!r})\n"
-    return run_micropython(setup, BOARD_REPORT, dirs=[tmp_path])
+    return run_micropython(setup, script, dirs=[tmp_path])
 
 
-@pytest.mark.parametrize("run", [report_on_cpython, report_on_micropython],
-                         ids=["cpython", "micropython"])
+ON_BOTH = pytest.mark.parametrize("run", [on_cpython, on_micropython],
+                                  ids=["cpython", "micropython"])
+
+
+@ON_BOTH
 def test_files_report_lists_files_and_hides_passwords(tmp_path, run):
     """The script `arcade files` runs on the board, run here on a copy of a board's files."""
-    report = run(tmp_path)
+    report = run(tmp_path, BOARD_FILES, BOARD_REPORT)
 
     assert "== files on the board" in report
     for name in ("config.json", "journal.dat", "recent.dat", "main.py", "lib/extra.py"):
@@ -349,33 +355,12 @@ BOARD_STATE_FILES = {
 }
 
 
-def state_on_cpython(tmp_path) -> str:
-    from tools.board_state import STATE_SCRIPT
-
-    board = tmp_path / "board"
-    board.mkdir()
-    for name, content in BOARD_STATE_FILES.items():
-        (board / name).write_text(content)
-    return subprocess.run([PY, "-c", STATE_SCRIPT], cwd=board, capture_output=True, text=True,
-                          check=True).stdout
-
-
-def state_on_micropython(tmp_path) -> str:
-    from tests.firmware.conftest import run_micropython
-    from tools.board_state import STATE_SCRIPT
-
-    setup = "import os\nos.mkdir('/board')\nos.chdir('/board')\n"
-    for name, content in BOARD_STATE_FILES.items():
-        setup += f"with open({name!r}, 'w') as f:\n    f.write({content!r})\n"
-    return run_micropython(setup, STATE_SCRIPT, dirs=[tmp_path])
-
-
-@pytest.mark.parametrize("run", [state_on_cpython, state_on_micropython],
-                         ids=["cpython", "micropython"])
+@ON_BOTH
 def test_the_board_names_its_state_files_and_its_cabinet(tmp_path, run):
-    from tools.board_state import BoardState, parse_state
+    from tools.board_state import STATE_SCRIPT, BoardState, parse_state
 
-    assert parse_state(run(tmp_path)) == BoardState("cab-a", ["journal.dat", "recent.dat"])
+    assert parse_state(run(tmp_path, BOARD_STATE_FILES, STATE_SCRIPT)) == BoardState(
+        "cab-a", ["journal.dat", "recent.dat"])
 
 
 def test_a_board_of_another_cabinet_keeps_its_journal_unless_wiped(tmp_path):
