@@ -70,14 +70,12 @@ def print_record(topic: str, result: str) -> None:
     click.echo(json.dumps(line, separators=(",", ":")))
 
 
-@click.command()
+@click.command(epilog="""\b
+Example:
+  arcade listen            # beside `arcade serve`, with the same .env
+""")
 def listen() -> None:
-    """Record cabinets' acks and status in the ledger (STORE_URL) until stopped.
-
-    \b
-    Example:
-      arcade listen            # beside `arcade serve`, with the same .env
-    """
+    """Record cabinets' acks and status in the ledger (STORE_URL) until stopped."""
     from api.store import open_store
 
     settings = api_settings()

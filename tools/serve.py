@@ -47,18 +47,16 @@ def test_checkout_where_safe(host: str, port: int) -> None:
         )
 
 
-@click.command()
+@click.command(epilog="""\b
+Example:
+  arcade serve --host 0.0.0.0 --port 5000 --workers 4
+""")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, help="Port to listen on.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, help="Threads per worker.")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Run the API with gunicorn.
-
-    \b
-    Example:
-      arcade serve --host 0.0.0.0 --port 5000 --workers 4
-    """
+    """Run the API with gunicorn."""
     test_checkout_where_safe(host, port)
     api_settings(starting_api=True)  # fail before gunicorn forks: one line naming the variable
     # Replace this process: gunicorn then gets Ctrl-C / SIGTERM directly and stops its workers.
