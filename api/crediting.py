@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from api import protocol
+from api.logs import note
 from api.publisher import PublishError
 from api.services import Services
 from api.store import Claim, Payment, State
@@ -85,3 +86,15 @@ def record_against_payment_intent(services: Services, payment_intent: str, state
         return Outcome(200, "unknown_payment")
     services.store.mark(found.session_id, state, time.time())
     return Outcome(200, str(state), extra={"session": found.session_id})
+
+
+def record_not_credited(services: Services, payment: Payment, reason: str) -> Outcome:
+    """Paid, but the operator's rules credit nothing (another currency, a free checkout): kept in
+    the ledger, in its own state, for the operator to see."""
+    now = time.time()
+    services.store.record(replace(payment, credits=0, state=State.NOT_CREDITED), now)
+    current = services.store.get(payment.session_id)
+    if current is not None and current.state == State.PENDING:  # it was awaiting payment
+        services.store.mark(payment.session_id, State.NOT_CREDITED, now)
+    note(reason=reason)
+    return Outcome(200, "not_credited", extra={"reason": reason})

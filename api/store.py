@@ -20,6 +20,7 @@ class State(enum.StrEnum):
     REFUNDED = "refunded"
     DISPUTED = "disputed"
     FAILED = "failed"  # async payment failed: nothing to credit
+    NOT_CREDITED = "not_credited"  # paid, but CURRENCY / ALLOW_FREE_CREDITS credit nothing
 
 
 # States in which a coinpulse may (still) be published.
@@ -46,6 +47,15 @@ class Payment:
     updated_at: float = 0.0
     published_at: float | None = None
     acked_at: float | None = None
+
+
+@dataclass
+class Link:
+    """A cabinet's Stripe Payment Link for one price, and when Stripe last confirmed it."""
+
+    url: str
+    link_id: str = ""  # plink_…; empty for links cached before ids were kept
+    checked_at: float = 0.0
 
 
 @dataclass
@@ -81,10 +91,13 @@ class Store(Protocol):
 
     def payments(self, machine_id: str | None = None, limit: int = 100) -> list[Payment]: ...
 
-    def get_link(self, machine_id: str, price_id: str) -> str | None: ...
+    def link(self, machine_id: str, price_id: str) -> Link | None: ...
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
-        """Store a link unless one exists; returns the stored one (first writer wins)."""
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
+        """Store a link if there is none (replacing=None) or if the stored one still has the url
+        `replacing`; returns the stored link (of two concurrent writers, the first wins)."""
 
     def cabinet_seen(self, cabinet: Cabinet) -> None:
         """Remember a cabinet's latest status (one record per cabinet, last write wins)."""

@@ -5,7 +5,8 @@ Single-table layout (string partition key `pk`, no sort key):
 - `session#<cs_…>`: one payment record, with its lease (`claim_token`, `claim_expires`) inline so
   that claiming is ONE conditional UpdateItem — atomic across every Lambda instance, exactly like
   the SQLite upsert.
-- `link#<machine>#<price>`: a payment link (first writer wins with a conditional PutItem).
+- `link#<machine>#<price>`: a payment link (first writer wins with a conditional PutItem; a
+  replacement only over the url it replaces).
 
 Three sparse global secondary indexes, only payment items carry their keys:
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.store import Cabinet, Claim, Payment, State, why_not_claimed
+from api.store import Cabinet, Claim, Link, Payment, State, why_not_claimed
 
 # boto3 is imported on first use (nothing slow at Lambda import time), so no stubs here.
 DynamoDBClient = Any
@@ -274,21 +275,29 @@ class DynamoDBStore:
 
     # --- links ------------------------------------------------------------------------------
 
-    def get_link(self, machine_id: str, price_id: str) -> str | None:
+    def link(self, machine_id: str, price_id: str) -> Link | None:
         item = self._get(_link_key(machine_id, price_id))
-        return item["url"]["S"] if item else None
+        if not item:
+            return None
+        checked_at = float(item["checked_at"]["N"]) if "checked_at" in item else 0.0
+        return Link(item["url"]["S"], item.get("link_id", {}).get("S", ""), checked_at)
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
         key = _link_key(machine_id, price_id)
+        item = {"pk": _s(key), "url": _s(link.url), "link_id": _s(link.link_id),
+                "created_at": _n(link.checked_at), "checked_at": _n(link.checked_at)}
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if replacing is not None:
+            condition = {"ConditionExpression": "#url = :replacing",
+                         "ExpressionAttributeNames": {"#url": "url"},
+                         "ExpressionAttributeValues": {":replacing": _s(replacing)}}
         try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item={"pk": _s(key), "url": _s(url), "created_at": _n(now)},
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+            self.client.put_item(TableName=self.table_name, Item=item, **condition)
         except self.client.exceptions.ConditionalCheckFailedException:
-            pass  # first writer wins
-        return self.get_link(machine_id, price_id) or url
+            pass  # another writer was first
+        return self.link(machine_id, price_id) or link
 
     def cabinet_seen(self, cabinet: Cabinet) -> None:
         self.client.put_item(

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from api.store import Cabinet, Claim, Payment, State, why_not_claimed
+from api.store import Cabinet, Claim, Link, Payment, State, why_not_claimed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -39,9 +39,15 @@ CREATE TABLE IF NOT EXISTS links (
     price_id   TEXT NOT NULL,
     url        TEXT NOT NULL,
     created_at REAL NOT NULL,
+    link_id    TEXT NOT NULL DEFAULT '',
+    checked_at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (machine_id, price_id)
 );
 """
+# Columns added since the first release, for ledgers created before them.
+_ADDED_COLUMNS = {
+    "links": ("link_id TEXT NOT NULL DEFAULT ''", "checked_at REAL NOT NULL DEFAULT 0"),
+}
 
 _COLUMNS = (
     "session_id, machine_id, credits, amount, currency, payment_intent, state,"
@@ -69,6 +75,14 @@ class SQLiteStore:
         Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row["name"] for row in self._execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in have:
+                    self._execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def _connection(self) -> sqlite3.Connection:
         # One connection per thread: sqlite3 connections must not be shared between threads.
@@ -180,19 +194,26 @@ class SQLiteStore:
             )
         return [_payment(row) for row in rows]
 
-    def get_link(self, machine_id: str, price_id: str) -> str | None:
+    def link(self, machine_id: str, price_id: str) -> Link | None:
         row = self._execute(
-            "SELECT url FROM links WHERE machine_id = ? AND price_id = ?", (machine_id, price_id)
+            "SELECT url, link_id, checked_at FROM links WHERE machine_id = ? AND price_id = ?",
+            (machine_id, price_id),
         ).fetchone()
-        return row["url"] if row else None
+        return Link(row["url"], row["link_id"], row["checked_at"]) if row else None
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
         self._execute(
-            "INSERT INTO links (machine_id, price_id, url, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (machine_id, price_id) DO NOTHING",
-            (machine_id, price_id, url, now),
+            "INSERT INTO links (machine_id, price_id, url, created_at, link_id, checked_at)"
+            " VALUES (:machine, :price, :url, :now, :link_id, :now)"
+            " ON CONFLICT (machine_id, price_id) DO UPDATE SET url = excluded.url,"
+            " link_id = excluded.link_id, checked_at = excluded.checked_at"
+            " WHERE links.url = :replacing",
+            {"machine": machine_id, "price": price_id, "url": link.url, "link_id": link.link_id,
+             "now": link.checked_at, "replacing": replacing},
         )
-        return self.get_link(machine_id, price_id) or url
+        return self.link(machine_id, price_id) or link
 
     def cabinet_seen(self, cabinet: Cabinet) -> None:
         self._execute(

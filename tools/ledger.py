@@ -9,7 +9,7 @@ import click
 
 from api.store import Cabinet, Payment, State
 from tools.errors import UserError
-from tools.settings import load_env, text
+from tools.settings import load_env, require_machine_id, run_settings_hint, text
 
 # Paid, but the cabinet has not confirmed the pulses yet.
 UNDELIVERED = (State.CLAIMED, State.PUBLISHED)
@@ -44,14 +44,19 @@ def open_ledger(store_url: str):
     if store_url.startswith("sqlite:///"):
         path = Path(store_url.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise UserError(f"no ledger at {path} (STORE_URL); has the API run here?")
+            raise UserError(f"no ledger at {path} (STORE_URL): has the API run here? "
+                            f"({run_settings_hint()})")
     try:
         return open_store(store_url)
     except ValueError as error:
         raise UserError(str(error)) from None
 
 
-@click.command()
+@click.command(epilog="""\b
+Examples:
+  arcade ledger
+  arcade ledger --machine machine_123 --undelivered
+""")
 @click.option("--machine", "machine_id", help="Only this cabinet's payments.")
 @click.option("--undelivered", is_flag=True, help="Only payments not yet confirmed by the cabinet.")
 @click.option("--limit", default=100, show_default=True, help="At most this many payments.")
@@ -60,12 +65,9 @@ def ledger(machine_id: str | None, undelivered: bool, limit: int) -> None:
 
     States: pending (awaiting payment), claimed (being published), published (the broker has
     it), acked (the cabinet pulsed it), refunded, disputed, failed.
-
-    \b
-    Examples:
-      arcade ledger
-      arcade ledger --machine machine_123 --undelivered
     """
+    if machine_id is not None:
+        require_machine_id(machine_id)
     env = load_env()
     store = open_ledger(text(env, "STORE_URL", "sqlite:///arcade.db"))
     payments = store.payments(machine_id=machine_id, limit=limit)

@@ -26,6 +26,17 @@ def listener_topics(prefix: str) -> list[tuple[str, int]]:
     ]
 
 
+def listener_client_id(settings: Settings) -> str:
+    """One id per (machine, ledger, prefix): a restarted listener finds its persistent session
+    (acks sent while it was down), while listeners of other ledgers or machines on the same
+    broker no longer evict each other, nor share one session's messages."""
+    import hashlib
+    import socket
+
+    place = "\0".join((socket.gethostname(), settings.store_url, settings.mqtt_topic_prefix))
+    return f"arcade-listener-{hashlib.sha256(place.encode()).hexdigest()[:16]}"
+
+
 def start_listener(
     settings: Settings, store: Store, on_record: Callable[[str, str], None] | None = None
 ):
@@ -35,7 +46,7 @@ def start_listener(
     the broker and are recorded when it is back.
     """
     prefix = settings.mqtt_topic_prefix
-    client = new_client(settings, identity=f"arcade-listener-{prefix}", clean_session=False)
+    client = new_client(settings, identity=listener_client_id(settings), clean_session=False)
 
     def on_connect(client, userdata, flags, reason_code, properties):
         if not reason_code.is_failure:
@@ -59,14 +70,12 @@ def print_record(topic: str, result: str) -> None:
     click.echo(json.dumps(line, separators=(",", ":")))
 
 
-@click.command()
+@click.command(epilog="""\b
+Example:
+  arcade listen            # beside `arcade serve`, with the same .env
+""")
 def listen() -> None:
-    """Record cabinets' acks and status in the ledger (STORE_URL) until stopped.
-
-    \b
-    Example:
-      arcade listen            # beside `arcade serve`, with the same .env
-    """
+    """Record cabinets' acks and status in the ledger (STORE_URL) until stopped."""
     from api.store import open_store
 
     settings = api_settings()

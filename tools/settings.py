@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import UserError
@@ -20,13 +21,20 @@ def load_env() -> Mapping[str, str]:
     return os.environ
 
 
-def api_settings() -> Settings:
+def run_settings_hint() -> str:
+    """For a command run without settings: `make run` keeps them in run/ (sourced by activate)."""
+    if Path("run", "activate").is_file():
+        return "`make run` wrote its settings here: . run/activate"
+    return "with `make run`: . run/activate in its folder first"
+
+
+def api_settings(starting_api: bool = False) -> Settings:
     """The API's own settings, validated as it validates them: one line naming a bad variable."""
-    from api.settings import SettingsError, settings_from_env
+    from api.settings import SettingsError, api_settings_from_env, settings_from_env
 
     load_env()
     try:
-        return settings_from_env()
+        return api_settings_from_env() if starting_api else settings_from_env()
     except SettingsError as error:
         raise UserError(str(error)) from None
 
@@ -59,3 +67,19 @@ def require_machine_id(machine_id: str) -> str:
     if not is_valid_machine_id(machine_id):
         raise UserError(f"invalid machine id {machine_id!r}: use 1-64 letters, digits, '_' or '-'")
     return machine_id
+
+
+# Names the API and the tools read (and the AWS credentials a DynamoDB ledger would use).
+SETTING_PREFIXES = (
+    "MQTT_", "STRIPE_", "STORE_URL", "CLAIM_", "TEST_CHECKOUT", "MACHINE_", "ARCADE_", "PRICE_ID",
+    "ALLOWED_PRICE_IDS", "CENTS_PER_CREDIT", "CREDITS_PER_PURCHASE", "MAX_CREDITS", "PUBLIC_URL",
+    "WEBHOOK_TOLERANCE", "AWS_", "OPERATOR_TOKEN", "CURRENCY", "ALLOW_FREE_CREDITS", "RATE_LIMIT_",
+    "LINK_CHECK_SECONDS", "TRUSTED_PROXY_HOPS",
+)
+NOT_SETTINGS = ("ARCADE_CACHE_DIR",)  # where the host cabinets keep umqtt: no secret
+
+
+def without_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` minus every setting: for processes that need none of them (and no Stripe key)."""
+    return {key: value for key, value in env.items()
+            if key in NOT_SETTINGS or not key.startswith(SETTING_PREFIXES)}

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from api.store import Claim, Payment, State
+from api.store import Claim, Link, Payment, State
 
 LEASE = 60.0
 
@@ -49,7 +49,7 @@ def test_ttl_is_enabled_but_no_payment_or_link_ever_carries_it(dynamo, table):
     dynamo.release("cs_b", "t", 1001.0)
     dynamo.record(payment("cs_c", intent="pi_c"), 1000.0)
     dynamo.mark("cs_c", State.REFUNDED, 1001.0)
-    dynamo.put_link("machine_123", "price_1", "https://a", 1000.0)
+    dynamo.save_link("machine_123", "price_1", Link("https://a", "plink_a", 1000.0))
     items = dynamo.client.scan(TableName=table)["Items"]
     assert len(items) == 4
     assert all(TTL_ATTRIBUTE not in item for item in items)

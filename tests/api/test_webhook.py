@@ -327,7 +327,8 @@ def test_async_succeeded_before_completed_still_credits_once(client, app, coinpu
     assert len(coinpulses.nothing_more()) == 1
 
 
-def test_free_checkout_with_credits_is_credited(client, coinpulses):
+def test_free_checkout_with_credits_is_credited_when_allowed(make_app, coinpulses):
+    client = make_app(ALLOW_FREE_CREDITS="true").test_client()
     session = checkout_session(credits=1, amount=0, payment_status="no_payment_required")
     response = deliver(client, stripe_event("checkout.session.completed", session))
     assert response.json["result"] == "published"
@@ -337,5 +338,5 @@ def test_free_checkout_with_credits_is_credited(client, coinpulses):
 def test_purchase_worth_no_credit_publishes_nothing(client, coinpulses):
     session = checkout_session(credits=None, amount=50)
     response = deliver(client, stripe_event("checkout.session.completed", session))
-    assert response.status_code == 200 and response.json["result"] == "ignored"
+    assert response.status_code == 200 and response.json["result"] == "not_credited"
     assert coinpulses.nothing_more() == []

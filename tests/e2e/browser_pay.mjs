@@ -29,6 +29,8 @@ try {
   seen.paidStatus = (await answer).status();
   seen.result = await page.locator("#result").innerText({ timeout: 15000 });
   await page.screenshot({ path: `${shots}/checkout-paid.png`, fullPage: true });
+  await page.reload();
+  seen.reloaded = await page.locator("#result").innerText({ timeout: 15000 });
   console.log(JSON.stringify(seen));
 } finally {
   await context.close();

@@ -39,7 +39,7 @@ def require_browser() -> str:
 
 def test_pay_button_in_a_real_browser_pulses_the_cabinet(make_site, tmp_path):
     node = require_browser()
-    site = make_site(TEST_CHECKOUT="true")
+    site = make_site(TEST_CHECKOUT="true", MACHINE_IDS="cab-a,cab-b")
     site.start_cabinets(["cab-a", "cab-b"])
     site.start_listener()
     api = site.start_api()
@@ -57,8 +57,11 @@ def test_pay_button_in_a_real_browser_pulses_the_cabinet(make_site, tmp_path):
     assert seen["status"] == 200 and seen["title"] == "TEST checkout — cab-a"
     assert seen["banner"] == "TEST MODE — NO REAL PAYMENT"
     assert (seen["machine"], seen["button"]) == ("cab-a", "Pay (test)")
-    assert seen["paidStatus"] == 200
+    assert seen["paidStatus"] == 303  # POST-redirect-GET
     assert seen["result"] == "Paid (test): 1 credit(s) sent to cab-a."
+    # A reload shows the receipt again and says nothing was sent again (issue 12).
+    assert seen["reloaded"].startswith("Already paid (test) at ")
+    assert seen["reloaded"].endswith("1 credit(s) went to cab-a; nothing was sent again.")
 
     # The page made its own session id; the ledger names it.
     [payment] = site.store().payments("cab-a")
