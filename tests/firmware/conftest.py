@@ -174,3 +174,24 @@ def real_config(broker, machine_id: str, ntp: NtpServer | None = None, **relay) 
     config["mqtt"]["timeout_s"] = 3
     config["ntp_server"] = ntp.address if ntp else "127.0.0.1:9"
     return config
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A Mosquitto of this test's own with TLS (the local CA: tools/certs.py)."""
+    from tests.conftest import make_broker
+    from tools.certs import make_tls_files
+
+    broker = make_broker(tmp_path / "mosquitto")
+    broker.tls = make_tls_files(tmp_path / "tls")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def tls_config(broker, machine_id: str, ntp: NtpServer | None, host: str = "127.0.0.1",
+               **relay) -> dict:
+    """real_config over TLS, the CA as ca.der on the board's flash (the unix port reads DER)."""
+    config = real_config(broker, machine_id, ntp, **relay)
+    config["mqtt"].update(tls=True, ca_file="ca.der", host=host)
+    return config

@@ -98,7 +98,8 @@ def test_ack_after_the_last_pulse(results):
 def test_status_retained_on_connect_on_change_and_periodically(results):
     obs = results["pulses"]
     statuses = [p for p in obs["published"] if p[1].endswith("/status")]
-    assert statuses[0][0] == 0 and statuses[0][3] is True
+    # in the pass after the connect (one blocking step a pass), retained
+    assert statuses[0][0] <= 10 and statuses[0][3] is True
     first = json.loads(statuses[0][2])
     for key in ("machineId", "state", "firmware", "uptime_s", "pending_credits", "timestamp",
                 "free_mem", "rssi"):

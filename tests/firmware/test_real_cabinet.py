@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import API_PASSWORD, API_USER, make_broker, publish
-from tests.firmware.conftest import real_config
+from tests.firmware.conftest import real_config, tls_config
 from tests.firmware.real_board import der_from_pem
 
 TOLERANCE_MS = 15
@@ -166,26 +166,10 @@ def test_last_will_is_a_retained_offline_status(broker, real_cabinet, subscribe,
     assert will["state"] == "offline" and will["machineId"] == "cab17"
 
 
-@pytest.fixture
-def tls_broker(tmp_path):
-    from tools.certs import make_tls_files
-
-    broker = make_broker(tmp_path / "mosquitto")
-    broker.tls = make_tls_files(tmp_path / "tls")
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-def tls_config(broker, machine_id, ntp, ca_der="ca.der", host="127.0.0.1"):
-    config = real_config(broker, machine_id, ntp, pulse_ms=30, gap_ms=30)
-    config["mqtt"].update(tls=True, ca_file=ca_der, host=host)
-    return config
-
-
 def test_tls_with_the_cabinet_ca_file(tls_broker, real_cabinet, subscribe, umqtt_dir, ntp):
     acks = subscribe("arcade/machine/cab18/ack", on=tls_broker)
-    cab = real_cabinet(tls_config(tls_broker, "cab18", ntp), umqtt_dir=umqtt_dir, start=False)
+    cab = real_cabinet(tls_config(tls_broker, "cab18", ntp, pulse_ms=30, gap_ms=30),
+                       umqtt_dir=umqtt_dir, start=False)
     der_from_pem(tls_broker.tls.cafile, cab.file("ca.der"))
     online(cab.start())
     coinpulse(tls_broker, "cab18", 2, "cs_tls")

@@ -13,12 +13,11 @@ import time
 import pytest
 
 from tests.conftest import API_PASSWORD, API_USER, make_broker
-from tests.firmware.conftest import real_config, require_micropython
+from tests.firmware.conftest import real_config, require_micropython, tls_config
 from tests.firmware.ntp_server import NtpServer
 from tests.firmware.real_board import FAKETIME_LIB, STANDINS, Wiring, der_from_pem
 from tests.firmware.test_real_cabinet import coinpulse, online
 from tools.broker import Broker
-from tools.certs import make_tls_files
 
 Y2000 = 946684800  # 2000-01-01T00:00:00Z: the ESP32's RTC after power-on
 
@@ -32,21 +31,6 @@ def at_2000(cab) -> None:
     control.write_text(f"{int(Y2000 - time.time()):+d}\n")
     cab.env.update(LD_PRELOAD=str(FAKETIME_LIB), FAKETIME_TIMESTAMP_FILE=str(control),
                    FAKETIME_NO_CACHE="1", DONT_FAKE_MONOTONIC="1")
-
-
-@pytest.fixture
-def tls_broker(tmp_path):
-    broker = make_broker(tmp_path / "mosquitto")
-    broker.tls = make_tls_files(tmp_path / "tls")
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-def tls_config(broker, machine_id, ntp, **relay):
-    config = real_config(broker, machine_id, ntp, **relay)
-    config["mqtt"].update(tls=True, ca_file="ca.der")
-    return config
 
 
 # --- 1. TLS after a failed NTP --------------------------------------------------------------------
