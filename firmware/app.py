@@ -1,42 +1,12 @@
-# Start-up and the main loop: runtime check, config, journal, link; one top-level handler leaves
-# the relay off.
+# Start-up and the main loop: config (config.py retries until it is valid), journal, link; one
+# top-level handler leaves the relay off.
 import sys
 
 from cabinet import Cabinet
 from micropython import const
 
-_RETRY_MS = const(10000)  # an unusable config (or runtime) is looked at again this often
 _IDLE_MS = const(10)  # loop period when nothing is due: inputs are sampled at least this often
 _ERROR_RESET_MS = const(5000)
-
-
-def _refuse(board, problems):
-    """Say what is wrong, relay off, look again every 10 s (fix it with mpremote)."""
-    board.relay(False)
-    print("The cabinet cannot start; the relay stays off. Problems:")
-    for problem in problems:
-        print("  " + problem)
-    print("retrying in %d s" % (_RETRY_MS // 1000))
-    board.event("config_error", {"problems": problems})
-    board.sleep_ms(_RETRY_MS)
-
-
-def load_config(board):
-    """A valid config on a MicroPython that can run it, printing what is wrong and retrying
-    until both are so (relay off)."""
-    import config
-
-    problem = config.runtime_problem(sys.implementation)
-    while True:
-        if problem is None:
-            cfg, problems = config.load(board.CONFIG_PATH)
-            if cfg is not None:
-                # The rules are needed once per boot: give their ~6 KB of RAM back to the loop.
-                sys.modules.pop("config", None)
-                return cfg
-        else:
-            problems = [problem]
-        _refuse(board, problems)
 
 
 class Loop:
@@ -44,12 +14,14 @@ class Loop:
 
     def __init__(self, board, cfg, link=None):
         self.board = board
-        self.cabinet = Cabinet(board, cfg)
-        self.cabinet.resume()
+        self.cabinet = cab = Cabinet(board, cfg)
+        import recovery  # reading the flash back: boot-time code, dropped below
+
+        cab.held = recovery.resume(cab.journal, board.event)
+        del recovery, sys.modules["recovery"]  # its RAM goes back to the loop
         if link is None:
             from link import Link
 
-            cab = self.cabinet
             link = Link(board, cfg, cab.on_message, board.event, cab.coin_topic, self._last_will)
         self.link = link
         self.running = True
@@ -64,7 +36,8 @@ class Loop:
         link = self.link
         now = board.ticks_ms()
         wait = cab.tick(now, link.up and cab.owes_acks())
-        if not cab.relay_on:  # the relay is never held closed while we talk to the network
+        pulser = cab.pulser
+        if not pulser.relay_on:  # the relay is never held closed while we talk to the network
             just_up = link.poll(now, not cab.mid_train())
             if just_up:
                 cab.connected()  # its status goes in the next pass: one blocking step a pass
@@ -81,7 +54,7 @@ class Loop:
         # Until the relay's next deadline (inputs are sampled at least every _IDLE_MS), waking
         # early when the broker sends something. A closed relay never waits on the network: the
         # next pass would not read the socket anyway, so a plain sleep ends the pulse when due.
-        if cab.relay_on or not link.wait(wait):
+        if pulser.relay_on or not link.wait(wait):
             board.sleep_ms(wait)
 
     def _last_will(self):
@@ -92,14 +65,17 @@ class Loop:
             self.step()
 
     def shutdown(self):
-        self.cabinet.stop()
+        self.cabinet.pulser.stop()
         self.link.close(self.cabinet.status_topic, self.cabinet.status_payload(False))
 
 
 def main(board):
     board.relay(False)
     try:
-        cfg = load_config(board)
+        import config
+
+        cfg = config.wait_for_valid(board)
+        del config, sys.modules["config"]  # needed once per boot: its RAM goes back to the loop
         board.setup(cfg)
         loop = Loop(board, cfg)
         board.started(loop)

@@ -37,19 +37,17 @@ def setup(cfg):
     _relay = machine.Pin(relay["pin"], machine.Pin.OUT, value=1 - _relay_active)
     for name in ("gameover", "lockout"):
         if name in cfg:
-            _inputs[name] = _input_pin(cfg[name]["pin"], cfg[name]["active_low"])
+            pin = cfg[name]["pin"]
+            if pin >= 34:  # input-only pins have no pull resistors: wire an external one
+                _inputs[name] = machine.Pin(pin, machine.Pin.IN)
+            else:
+                pull = machine.Pin.PULL_UP if cfg[name]["active_low"] else machine.Pin.PULL_DOWN
+                _inputs[name] = machine.Pin(pin, machine.Pin.IN, pull)
     if "gameover" in cfg:
         _go[0] = 0 if cfg["gameover"]["active_low"] else 1
         _go[1] = cfg["gameover"]["debounce_ms"]
         pin = _inputs["gameover"]
         pin.irq(_gameover_edge, machine.Pin.IRQ_RISING | machine.Pin.IRQ_FALLING, hard=True)
-
-
-def _input_pin(pin, active_low):
-    if pin >= 34:  # input-only pins have no pull resistors: wire an external one
-        return machine.Pin(pin, machine.Pin.IN)
-    pull = machine.Pin.PULL_UP if active_low else machine.Pin.PULL_DOWN
-    return machine.Pin(pin, machine.Pin.IN, pull)
 
 
 def _gameover_edge(pin):
@@ -89,8 +87,7 @@ ticks_add = time.ticks_add
 sleep_ms = time.sleep_ms
 
 
-def utc_now():
-    return time.gmtime()  # 2000-01-01 until NTP has set the clock (see link.py)
+utc_now = time.gmtime  # 2000-01-01 until NTP has set the clock (see link.py)
 
 
 def clock_valid():
@@ -139,8 +136,7 @@ def watchdog(timeout_ms):
         return _NoWatchdog()
 
 
-def free_mem():
-    return gc.mem_free()
+free_mem = gc.mem_free
 
 
 def rssi():
@@ -150,12 +146,8 @@ def rssi():
         return None
 
 
-def reset():
-    machine.reset()
-
-
-def print_exception(e):
-    sys.print_exception(e)
+reset = machine.reset
+print_exception = sys.print_exception
 
 
 def event(kind, fields):

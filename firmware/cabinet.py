@@ -1,7 +1,5 @@
 # The cabinet's logic, with no network in it: coinpulses in, relay pulses, inputs, and the
 # messages it owes the cloud (status, acks, gameover). Hardware comes in as `board`.
-import sys
-
 import contract
 import ids
 from gameover import Debounced, GameOverReporter
@@ -28,7 +26,7 @@ class Cabinet:
         self._per_credit = cfg["relay"]["pulses_per_credit"]
         self._require_id = cfg["require_id"]
         self.journal = Journal(board.STATE_DIR)
-        self._pulser = Pulser(board, self.journal, cfg["relay"], self._on_pulse)
+        self.pulser = Pulser(board, self.journal, cfg["relay"], self._on_pulse)
         self._gameover = None
         if "gameover" in cfg:
             self._gameover = GameOverReporter(board, board.gameover_level, cfg["gameover"],
@@ -38,6 +36,7 @@ class Cabinet:
             lock = cfg["lockout"]
             self._lockout = Debounced(board, board.lockout_level, lock["active_low"],
                                       lock["debounce_ms"], True)
+        self.locked = self._lockout is not None and self._lockout.active  # the game's lockout
         self._status_every_ms = cfg["status_interval_s"] * 1000
         self._status_sent = None  # what the last status said; None forces a status
         self._status_at = 0
@@ -45,25 +44,7 @@ class Cabinet:
         self._last_tick = board.ticks_ms()
         self.notices = []  # (id, credits, state, reason) acks not backed by the journal
         self.link_problem = None  # (code, detail) from the link: TLS CA, clock
-        self.held = None  # the message held at the repeat cap, once the pulser met it
-
-    # --- start-up --------------------------------------------------------------------------
-    def resume(self):
-        """Load the journal; whatever it still owes is pulsed and acked as if just received."""
-        import recovery
-
-        try:
-            owed = recovery.load(self.journal)
-        except Exception as e:  # unreadable: keep it for a human, never crash-loop on it
-            kept = recovery.set_aside(self.journal)
-            self._event("journal_unreadable", error=repr(e), kept_as=kept)
-            owed = 0
-        sys.modules.pop("recovery", None)  # boot-time code: its RAM goes back to the loop
-        if self.journal.recent_problem is not None:  # credits kept; only old ids set aside
-            self._event("recent_ids_unreadable", error=self.journal.recent_problem)
-        self.held = self.journal.held()
-        if owed:
-            self._event("resume", entries=owed, pending=self.journal.pending_credits())
+        self.held = None  # the message held at the repeat cap (recovery.resume sets it at boot)
 
     # --- incoming ----------------------------------------------------------------------------
     def on_message(self, topic, payload):
@@ -96,16 +77,14 @@ class Cabinet:
                 self._event("expired", id=credit_id, credits=credits)
                 self._notice(credit_id, credits, "expired")
                 return
-        self.journal.add(credit_id, credits, self._per_credit, self._keep_until(expires, now_s),
-                         now_s)
-        self._event("credit", id=credit_id, credits=credits)
-
-    def _keep_until(self, expires, now_s):
         if expires is not None:
-            return expires + _KEEP_AFTER_EXPIRES_S
-        if now_s is None:
-            return ids.FOREVER  # no clock: kept until the ring of 2,048 ids overwrites it
-        return now_s + _KEEP_S
+            until = expires + _KEEP_AFTER_EXPIRES_S
+        elif now_s is None:
+            until = ids.FOREVER  # no clock: kept until the ring of 2,048 ids overwrites it
+        else:
+            until = now_s + _KEEP_S
+        self.journal.add(credit_id, credits, self._per_credit, until, now_s)
+        self._event("credit", id=credit_id, credits=credits)
 
     def _notice(self, credit_id, credits, state, reason=None):
         if len(self.notices) >= _MAX_NOTICES:
@@ -113,17 +92,9 @@ class Cabinet:
         self.notices.append((credit_id, credits, state, reason))
 
     # --- the loop's work ---------------------------------------------------------------------
-    @property
-    def relay_on(self):
-        return self._pulser.relay_on
-
-    @property
-    def locked(self):
-        return self._lockout is not None and self._lockout.active
-
     def mid_train(self):
         """A message's pulse train is under way: nothing that may block on the network now."""
-        return self._pulser.mid_train(self.locked)
+        return self.pulser.mid_train(self.locked)
 
     def tick(self, now, hold=False):
         """Sample inputs and drive the relay; returns ms until the relay needs us (-1: idle).
@@ -131,16 +102,13 @@ class Cabinet:
         self._uptime_ms += self._board.ticks_diff(now, self._last_tick)
         self._last_tick = now
         if self._lockout is not None:
-            was = self._lockout.active
             self._lockout.poll(now)
-            if self._lockout.active != was:
-                self._event("lockout", locked=self._lockout.active)
+            if self._lockout.active != self.locked:
+                self.locked = self._lockout.active
+                self._event("lockout", locked=self.locked)
         if self._gameover is not None and self._gameover.poll(now):
             self._event("gameover", id=self._gameover.queue[-1])
-        return self._pulser.poll(now, self.locked, hold)
-
-    def stop(self):
-        self._pulser.stop()
+        return self.pulser.poll(now, self.locked, hold)
 
     # --- outgoing ----------------------------------------------------------------------------
     def connected(self):
@@ -250,11 +218,8 @@ class Cabinet:
         payload = contract.ack(self.machine_id, credit_id, credits, state, self._stamp(), reason)
         return link.publish(self._ack_topic, payload, False)
 
-    def _status_state(self):
-        return (self.journal.pending_credits(), self.locked, self.problem())
-
     def _flush_status(self, link, now):
-        state = self._status_state()
+        state = (self.journal.pending_credits(), self.locked, self.problem())
         due = self._status_sent != state
         if not due and self._board.ticks_diff(now, self._status_at) < self._status_every_ms:
             return True

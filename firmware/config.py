@@ -3,6 +3,7 @@
 import json
 
 CONFIG_FILE = "config.json"
+_RETRY_MS = 10000  # an unusable config (or runtime) is looked at again this often
 # The oldest MicroPython the firmware runs on: its frozen umqtt.simple (1.6.0) takes an
 # SSLContext and checks the broker's certificate and name; 1.22's (1.3.4) did neither.
 OLDEST_MICROPYTHON = (1, 25, 0)
@@ -79,6 +80,28 @@ def runtime_problem(implementation):
         return ("MicroPython %d.%d.%d is too old: its umqtt.simple cannot check the broker's TLS "
                 "certificate. Flash MicroPython 1.25 or newer (1.27 recommended)." % version)
     return None
+
+
+def wait_for_valid(board):
+    """The board's config, once it is valid on a MicroPython that can run it; until then print
+    what is wrong, keep the relay off and look again every 10 s (fix it with mpremote)."""
+    import sys
+
+    problem = runtime_problem(sys.implementation)
+    while True:
+        if problem is None:
+            cfg, problems = load(board.CONFIG_PATH)
+            if cfg is not None:
+                return cfg
+        else:
+            problems = [problem]
+        board.relay(False)
+        print("The cabinet cannot start; the relay stays off. Problems:")
+        for text in problems:
+            print("  " + text)
+        print("retrying in %d s" % (_RETRY_MS // 1000))
+        board.event("config_error", {"problems": problems})
+        board.sleep_ms(_RETRY_MS)
 
 
 def with_defaults(cfg):

@@ -16,36 +16,30 @@ from micropython import const
 JOURNAL = "journal.dat"
 END = "end\n"  # last line of a complete file: a truncated temp file is never trusted
 _MAX_ENTRIES = const(32)
-MAX_STARTS = const(3)  # a pulse started this often without being recorded: the entry is held
-_HELD = const(1)
+_MAX_STARTS = const(3)  # a pulse started this often without being recorded: the entry is held
 _EEXIST = const(17)
 
 
 class Entry:
-    def __init__(self, seq, credit_id, credits, total, done, starts=0, flags=0):
+    def __init__(self, seq, credit_id, credits, total, done, starts=0, held=0):
         self.seq = seq
         self.credit_id = credit_id
         self.credits = credits
         self.total = total  # pulses owed: credits * pulses_per_credit
         self.done = done  # pulses delivered and recorded
         self.starts = starts  # boots that started a pulse of it which was then not recorded
-        self.flags = flags
+        self.held = held  # 1: held at the repeat cap (the file's flags column)
         self.told = False  # `received` ack sent (RAM only: after a reboot it is sent again)
         self.armed = False  # a start of it is already counted in this boot
 
     def pulsing(self):
         return self.done < self.total
 
-    @property
-    def held(self):
-        return self.flags & _HELD
-
 
 class Journal:
     def __init__(self, directory, capacity=2048):
         self._dir = directory
         self.ids = ids.IdStore(self.path(ids.IDS), capacity)
-        self.recent_problem = None  # why recovery.load() set the old id list aside, if it did
         self.entries = []
         self.next_seq = 1
         self.inbox_gen = 0
@@ -59,16 +53,10 @@ class Journal:
     def path(self, name):
         return self._dir + "/" + name if self._dir else name
 
-    def inbox(self, gen=None):
-        return self.path("inbox%d.dat" % (self.inbox_gen if gen is None else gen))
+    def inbox(self):
+        return self.path("inbox%d.dat" % self.inbox_gen)
 
     # --- reading ---------------------------------------------------------------------------
-    def reset(self):
-        self.entries = []
-        self.next_seq = 1
-        self.inbox_gen = self.inbox_pos = self.inbox_told = self.inbox_end = 0
-        self.inbox_waiting = self.inbox_credits = 0
-
     def state_of(self, credit_id, now_s=None):
         """What the cabinet knows of credit_id: ids.RECEIVED, DONE, EXPIRED, or 0 (new)."""
         for entry in self.entries:
@@ -107,18 +95,6 @@ class Journal:
                 return None if entry.held else entry
         return None
 
-    def held(self):
-        for entry in self.entries:
-            if entry.held:
-                return entry
-        return None
-
-    def next_to_ack(self):
-        for entry in self.entries:
-            if not entry.pulsing():
-                return entry
-        return None
-
     def pending_credits(self):
         """Credits paid for but not yet fully pulsed (the inbox's included)."""
         owed = 0
@@ -142,7 +118,7 @@ class Journal:
             line = f.readline()
             if not line.endswith("\n"):
                 return None
-            credit_id, credits = parse_inbox(line)
+            credit_id, credits, _ = parse_inbox(line)
             return credit_id, credits, f.tell()
 
     # --- writing ---------------------------------------------------------------------------
@@ -180,8 +156,8 @@ class Journal:
         if entry.armed:
             return True
         entry.armed = True
-        if entry.starts >= MAX_STARTS:
-            entry.flags |= _HELD
+        if entry.starts >= _MAX_STARTS:
+            entry.held = 1
             self.save()
             return False
         entry.starts += 1
@@ -211,7 +187,7 @@ class Journal:
                     line = f.readline()
                     if not line.endswith("\n"):
                         break
-                    credit_id, credits, per_credit = parse_inbox(line, True)
+                    credit_id, credits, per_credit = parse_inbox(line)
                     entry = Entry(self.next_seq, credit_id, credits, credits * per_credit, 0)
                     self.inbox_pos = f.tell()
                     entry.told = self.inbox_pos <= self.inbox_told
@@ -231,39 +207,32 @@ class Journal:
             remove(old)
 
     def save(self):
-        def write(f):
+        """Replace journal.dat atomically: a temp file, then os.rename over the old one."""
+        path = self.path(JOURNAL)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
             f.write("v2 %d %d %d\n" % (self.next_seq, self.inbox_gen, self.inbox_pos))
             for e in self.entries:
                 f.write("%d %d %d %d %d %d " % (e.seq, e.credits, e.total, e.done, e.starts,
-                                                e.flags))
+                                                e.held))
                 f.write(json.dumps(e.credit_id))
                 f.write("\n")
+            f.write(END)
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            # FAT cannot rename over a file (EEXIST); littlefs (the ESP32 default) and POSIX can.
+            # Any other error leaves the old journal in place: never delete the only good copy.
+            if e.args[0] != _EEXIST:
+                raise
+            os.remove(path)
+            os.rename(tmp, path)  # a cut in between: recovery falls back to the temp file
 
-        replace(self.path(JOURNAL), write)
 
-
-def parse_inbox(line, full=False):
+def parse_inbox(line):
+    """(credit_id, credits, pulses_per_credit) of an inbox line."""
     credits, per_credit, credit_id = line.split(" ", 2)
-    if full:
-        return json.loads(credit_id), int(credits), int(per_credit)
-    return json.loads(credit_id), int(credits)
-
-
-def replace(path, write):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        write(f)
-        f.write(END)
-    try:
-        os.rename(tmp, path)
-    except OSError as e:
-        # FAT cannot rename over a file (EEXIST); littlefs (the ESP32 default) and POSIX can.
-        # Any other error leaves the old journal in place: never delete the only good copy.
-        if e.args[0] != _EEXIST:
-            raise
-        os.remove(path)
-        os.rename(tmp, path)  # a cut in between: recovery falls back to the temp file
-
+    return json.loads(credit_id), int(credits), int(per_credit)
 
 
 def remove(path):

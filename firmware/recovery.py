@@ -1,7 +1,7 @@
 # Reading the flash back after a reset: the journal, the backlog waiting in the inbox, the id
 # store, the id list of older firmware. Boot-time only: app.py drops this module once the loop
-# runs (its ~2 KB of RAM go back to the heap), and an operator imports it at the REPL to release
-# a message held at the repeat cap (see docs/firmware.md).
+# runs (its RAM goes back to the heap), and an operator imports it at the REPL to release a
+# message held at the repeat cap (see docs/firmware.md).
 import json
 import os
 
@@ -16,13 +16,32 @@ class JournalError(Exception):
     pass
 
 
+def resume(journal, event):
+    """Load the journal at boot; whatever it still owes is pulsed and acked as if just received.
+    Returns the message held at the repeat cap, if one is."""
+    try:
+        owed = load(journal)
+    except Exception as e:  # unreadable: keep it for a human, never crash-loop on it
+        kept = set_aside(journal)
+        event("journal_unreadable", {"error": repr(e), "kept_as": kept})
+        owed = 0
+    if journal.recent_problem is not None:  # credits kept; only old ids set aside
+        event("recent_ids_unreadable", {"error": journal.recent_problem})
+    if owed:
+        event("resume", {"entries": owed, "pending": journal.pending_credits()})
+    for entry in journal.entries:
+        if entry.held:
+            return entry
+    return None
+
+
 def load(journal):
     """Fill journal from flash; returns the number of messages still owed (the inbox's too).
 
     An unreadable journal raises (the caller sets it aside). An unreadable id store or old id list
     is renamed *.bad and loading goes on: the credits owed are kept.
     """
-    journal.reset()
+    journal.recent_problem = None  # why the old id list was set aside, if it was
     lines = read_complete(journal.path(JOURNAL))
     if lines:
         head = lines[0].split()
@@ -59,7 +78,10 @@ def load(journal):
 def set_aside(journal):
     """Rename an unreadable journal to *.bad (for a human to read) and start empty."""
     _rename(journal.path(JOURNAL), journal.path(JOURNAL + ".bad"))
-    journal.reset()
+    journal.entries = []
+    journal.next_seq = 1
+    journal.inbox_gen = journal.inbox_pos = journal.inbox_told = journal.inbox_end = 0
+    journal.inbox_waiting = journal.inbox_credits = 0
     journal.ids.load()
     return journal.path(JOURNAL + ".bad")
 
@@ -72,7 +94,7 @@ def release(directory=""):
     released = []
     for entry in journal.entries:
         if entry.held:
-            entry.flags = 0
+            entry.held = 0
             entry.starts = 0
             released.append(entry.credit_id)
     if released:
@@ -125,7 +147,8 @@ def _count_inbox(journal):
         return
     if torn:  # copy the whole lines to a new file, or the next append would join the torn one
         old = journal.inbox()
-        with open(old) as f, open(journal.inbox(journal.inbox_gen + 1), "w") as out:
+        with open(old) as f, open(journal.path("inbox%d.dat" % (journal.inbox_gen + 1)),
+                                  "w") as out:
             f.seek(journal.inbox_pos)
             for line in f:
                 if line.endswith("\n"):

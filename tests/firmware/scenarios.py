@@ -753,7 +753,7 @@ def scenario_config_errors():
     board.sleeps_left = 1  # let it retry once, then stop the test
     retried = False
     try:
-        app.load_config(board)
+        config.wait_for_valid(board)
     except PowerCut:
         retried = True
     problems = [e[2]["problems"] for e in board.events if e[1] == "config_error"]
@@ -762,7 +762,7 @@ def scenario_config_errors():
     board2 = FakeBoard(state, config_path=state + "/config.json")
     board2.sleeps_left = 0
     try:
-        app.load_config(board2)
+        config.wait_for_valid(board2)
     except PowerCut:
         pass
     problems2 = [e[2]["problems"] for e in board2.events if e[1] == "config_error"]
