@@ -130,18 +130,9 @@ class Cabinet:
     def status_payload(self, online=True):
         board = self._board
         problem = self.problem() or (None, None)
-        return contract.status(
-            self.machine_id,
-            online,
-            self._stamp(),
-            uptime_s=self._uptime_ms // 1000,
-            pending=self.journal.pending_credits(),
-            free_mem=board.free_mem(),
-            rssi=board.rssi(),
-            locked=self.locked,
-            problem=problem[0],
-            detail=problem[1],
-        )
+        return contract.status(self.machine_id, online, self._stamp(), self._uptime_ms // 1000,
+                               self.journal.pending_credits(), board.free_mem(), board.rssi(),
+                               self.locked, problem[0], problem[1])
 
     def ready_to_pulse(self):
         return not self.locked and self.journal.next_to_pulse() is not None

@@ -1,20 +1,29 @@
 # config.json: defaults and validation. Imports on CPython too: `arcade provision` validates the
 # config it writes with this very module, so the board and the tools agree on every rule.
+#
+# Constants are `_NAME = const(...)`: on the board they leave no name behind (every name a module
+# defines stays interned in RAM after the module is dropped).
 import json
 
-CONFIG_FILE = "config.json"
-_RETRY_MS = 10000  # an unusable config (or runtime) is looked at again this often
+try:
+    from micropython import const
+except ImportError:  # CPython (arcade provision)
+    def const(value):
+        return value
+
+_CONFIG_FILE = const("config.json")
+_RETRY_MS = const(10000)  # an unusable config (or runtime) is looked at again this often
 # The oldest MicroPython the firmware runs on: its frozen umqtt.simple (1.6.0) takes an
 # SSLContext and checks the broker's certificate and name; 1.22's (1.3.4) did neither.
-OLDEST_MICROPYTHON = (1, 25, 0)
+_OLDEST_MICROPYTHON = const((1, 25, 0))
 
 # Pins an ESP32 cannot give us safely (the WROOM/WROVER modules this firmware targets).
-FLASH_PINS = (6, 7, 8, 9, 10, 11)  # wired to the SPI flash: touching them crashes the chip
-STRAPPING_PINS = (0, 2, 5, 12, 15)  # sampled at reset: a signal here can stop boot or glitch
-UART0_PINS = (1, 3)  # the USB console (TX, RX): the boot ROM drives them
-PULLED_UP_AT_RESET = (14,)  # JTAG TMS: a weak pull-up from reset until boot.py (see docs)
-INPUT_ONLY_PINS = (34, 35, 36, 37, 38, 39)  # no output driver, no internal pull resistors
-MAX_GPIO = 39
+_FLASH_PINS = const((6, 7, 8, 9, 10, 11))  # wired to the SPI flash: touching them crashes it
+_STRAPPING_PINS = const((0, 2, 5, 12, 15))  # sampled at reset: a signal can stop boot or glitch
+_UART0_PINS = const((1, 3))  # the USB console (TX, RX): the boot ROM drives them
+_PULLED_UP_AT_RESET = const((14,))  # JTAG TMS: a weak pull-up from reset until boot.py (docs)
+_INPUT_ONLY_PINS = const((34, 35, 36, 37, 38, 39))  # no output driver, no internal pulls
+_MAX_GPIO = const(39)
 
 DEFAULTS = {
     "machine_id": None,
@@ -48,27 +57,27 @@ DEFAULTS = {
 }
 
 # Sections that exist only when the config names them (the inputs are optional wiring).
-OPTIONAL_SECTIONS = ("gameover", "lockout")
-# key -> (low, high) for every integer setting.
-INT_RANGES = {
-    "wifi.timeout_s": (5, 120),
-    "mqtt.port": (1, 65535),
-    "mqtt.keepalive": (10, 600),
-    "mqtt.timeout_s": (1, 20),
-    "mqtt.backoff_max_s": (1, 300),
-    "relay.pulse_ms": (20, 2000),
-    "relay.gap_ms": (20, 5000),
-    "relay.pulses_per_credit": (1, 10),
-    "gameover.debounce_ms": (5, 1000),
-    "gameover.min_interval_ms": (0, 600000),
-    "lockout.debounce_ms": (5, 1000),
-    "max_credits_per_message": (1, 100),
-    "status_interval_s": (10, 3600),
-    "watchdog_s": (10, 120),
-}
-BOOL_KEYS = ("mqtt.tls", "relay.active_high", "gameover.active_low", "lockout.active_low",
-             "require_id")
-STRING_KEYS = ("wifi.password", "mqtt.user", "mqtt.password", "mqtt.ca_file")
+_OPTIONAL_SECTIONS = const(("gameover", "lockout"))
+# (key, low, high) for every integer setting.
+_INT_RANGES = const((
+    ("wifi.timeout_s", 5, 120),
+    ("mqtt.port", 1, 65535),
+    ("mqtt.keepalive", 10, 600),
+    ("mqtt.timeout_s", 1, 20),
+    ("mqtt.backoff_max_s", 1, 300),
+    ("relay.pulse_ms", 20, 2000),
+    ("relay.gap_ms", 20, 5000),
+    ("relay.pulses_per_credit", 1, 10),
+    ("gameover.debounce_ms", 5, 1000),
+    ("gameover.min_interval_ms", 0, 600000),
+    ("lockout.debounce_ms", 5, 1000),
+    ("max_credits_per_message", 1, 100),
+    ("status_interval_s", 10, 3600),
+    ("watchdog_s", 10, 120),
+))
+_BOOL_KEYS = const(("mqtt.tls", "relay.active_high", "gameover.active_low", "lockout.active_low",
+                    "require_id"))
+_STRING_KEYS = const(("wifi.password", "mqtt.user", "mqtt.password", "mqtt.ca_file"))
 
 
 def runtime_problem(implementation):
@@ -76,7 +85,7 @@ def runtime_problem(implementation):
     if implementation.name != "micropython":
         return None  # the host cabinet (arcade simulate) on CPython
     version = tuple(implementation.version[:3])
-    if version < OLDEST_MICROPYTHON:
+    if version < _OLDEST_MICROPYTHON:
         return ("MicroPython %d.%d.%d is too old: its umqtt.simple cannot check the broker's TLS "
                 "certificate. Flash MicroPython 1.25 or newer (1.27 recommended)." % version)
     return None
@@ -110,7 +119,7 @@ def with_defaults(cfg):
     for key, default in DEFAULTS.items():
         given = cfg.get(key)
         if isinstance(default, dict):
-            if key in OPTIONAL_SECTIONS and given is None:
+            if key in _OPTIONAL_SECTIONS and given is None:
                 continue
             section = dict(default)
             if isinstance(given, dict):
@@ -139,12 +148,12 @@ def validate(cfg):
     _check_text(full, "wifi.ssid", problems)
     _check_text(full, "mqtt.host", problems)
     _check_topic_prefix(full["mqtt"]["topic_prefix"], problems)
-    for key in INT_RANGES:
-        _check_int(full, key, problems)
-    for key in BOOL_KEYS:
+    for key, low, high in _INT_RANGES:
+        _check_int(full, key, low, high, problems)
+    for key in _BOOL_KEYS:
         if _get(full, key) is not _MISSING and not isinstance(_get(full, key), bool):
             problems.append(key + ": must be true or false")
-    for key in STRING_KEYS:
+    for key in _STRING_KEYS:
         value = _get(full, key)
         if value is not _MISSING and value is not None and not isinstance(value, str):
             problems.append(key + ": must be a string")
@@ -159,7 +168,7 @@ def validate(cfg):
     return problems
 
 
-def load(path=CONFIG_FILE):
+def load(path=_CONFIG_FILE):
     """(config with defaults, []) or (None, problems) for the file at path."""
     try:
         with open(path) as f:
@@ -236,11 +245,10 @@ def _check_topic_prefix(value, problems):
         problems.append("mqtt.topic_prefix: must be a non-empty string without + or #")
 
 
-def _check_int(cfg, key, problems):
+def _check_int(cfg, key, low, high, problems):
     value = _get(cfg, key)
     if value is _MISSING:
         return
-    low, high = INT_RANGES[key]
     if type(value) is not int or not low <= value <= high:
         problems.append("%s: must be an integer from %d to %d" % (key, low, high))
 
@@ -262,7 +270,7 @@ def _check_pins(cfg, problems):
             continue
         key = section + ".pin"
         pin = cfg[section]["pin"]
-        if type(pin) is not int or not 0 <= pin <= MAX_GPIO:
+        if type(pin) is not int or not 0 <= pin <= _MAX_GPIO:
             problems.append(key + ": must be an integer GPIO number (0-39)")
             continue
         reason = _pin_problem(pin, section == "relay")
@@ -274,15 +282,15 @@ def _check_pins(cfg, problems):
 
 
 def _pin_problem(pin, is_output):
-    if pin in FLASH_PINS:
+    if pin in _FLASH_PINS:
         return "is wired to the flash chip (6-11)"
-    if pin in UART0_PINS:
+    if pin in _UART0_PINS:
         return "is the USB console's serial line (1 = TX, 3 = RX)"
-    if pin in STRAPPING_PINS:
+    if pin in _STRAPPING_PINS:
         return "is a strapping pin (0, 2, 5, 12, 15): a reset could glitch it"
-    if is_output and pin in PULLED_UP_AT_RESET:
+    if is_output and pin in _PULLED_UP_AT_RESET:
         return "is pulled high from reset until the firmware runs (JTAG): it could close the relay"
-    if is_output and pin in INPUT_ONLY_PINS:
+    if is_output and pin in _INPUT_ONLY_PINS:
         return "is input-only (34-39) and cannot drive a relay"
     if pin in (20, 24, 28, 29, 30, 31):
         return "does not exist on the ESP32"

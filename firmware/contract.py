@@ -3,7 +3,7 @@ import json
 
 from micropython import const
 
-FIRMWARE_VERSION = "1.1.0"
+_FIRMWARE_VERSION = const("1.1.0")
 
 # Larger payloads are rejected before parsing: a real coinpulse is ~150 bytes.
 _MAX_PAYLOAD = const(512)
@@ -103,12 +103,12 @@ def ack(machine_id, credit_id, credits, state, stamp, reason=None):
     return encode(fields)
 
 
-def status(machine_id, online, stamp, uptime_s=0, pending=0, free_mem=None, rssi=None,
-           locked=False, problem=None, detail=None):
+def status(machine_id, online, stamp, uptime_s, pending, free_mem, rssi, locked, problem, detail):
+    """The retained status; free_mem, rssi, problem and detail are left out when None."""
     fields = {
         "machineId": machine_id,
         "state": "online" if online else "offline",
-        "firmware": FIRMWARE_VERSION,
+        "firmware": _FIRMWARE_VERSION,
         "uptime_s": uptime_s,
         "pending_credits": pending,
         "timestamp": stamp,

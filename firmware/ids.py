@@ -34,7 +34,6 @@ class IdStore:
         self._rec = bytearray(_RECORD)
         self.count = 0  # slots written so far (the file's size)
         self._head = 0  # the slot the ring overwrites next
-        self.shortened = 0  # records overwritten before their time (window shorter than promised)
         self.until = 0  # keep-until of the record find() found
 
     def load(self):
@@ -110,7 +109,6 @@ class IdStore:
             if move_head:
                 f.seek(0)
                 f.write(self._header())
-                self.shortened += 1
             f.seek(_HEADER + slot * _RECORD)
             f.write(rec)
         if slot >= self.count:

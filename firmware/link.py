@@ -59,18 +59,18 @@ class _BoundedSocket:
     def __init__(self, sock, raw, timeout_s, board):
         self._sock = sock
         self._raw = raw
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._board = board
         self.last_rx = board.ticks_ms()
 
     def setblocking(self, flag):
         if flag:
-            self._raw.settimeout(self._timeout_s)
+            self._raw.settimeout(self.timeout_s)
         else:
             self._raw.setblocking(False)
 
     def settimeout(self, value):
-        self._raw.settimeout(self._timeout_s if value is None else value)
+        self._raw.settimeout(self.timeout_s if value is None else value)
 
     def read(self, n):
         data = self._sock.read(n)
@@ -90,15 +90,13 @@ class _BoundedSocket:
 class Link:
     def __init__(self, board, cfg, on_message, event, topic, last_will):
         self._board = board
-        self._cfg = cfg
-        self._mqtt = cfg["mqtt"]
+        self._wifi = cfg["wifi"]
+        self._mqtt = mqtt = cfg["mqtt"]
+        self._client_id = cfg["machine_id"]
         self._on_message = on_message
         self._event = event
         self._topic = topic  # the coinpulse topic we subscribe to
         self._last_will = last_will  # () -> (topic, retained offline payload)
-        self._timeout_s = self._mqtt["timeout_s"]
-        self._keepalive_ms = self._mqtt["keepalive"] * 1000
-        self._backoff_max_ms = self._mqtt["backoff_max_s"] * 1000
         self._backoff_ms = _FIRST_BACKOFF_MS
         now = board.ticks_ms()
         self._next_attempt = now  # first attempt at once
@@ -110,13 +108,14 @@ class Link:
         self._ctx = None  # the TLS context, built once (it holds the parsed CA)
         self._address = None  # the broker's address, resolved in a pass of its own
         self.problem = None  # (code, detail) for the status, e.g. a CA file that is missing
-        self._ntp_host, self._ntp_port = _host_port(cfg["ntp_server"], 123)
+        host, _, port = cfg["ntp_server"].rpartition(":")
+        self._ntp = (host, int(port)) if host and port.isdigit() else (cfg["ntp_server"], 123)
         self._ntp_address = None
         self._ntp_at = now
         self._ntp_retry_ms = _NTP_FIRST_RETRY_MS
         self._sockets = simple.socket
         if not isinstance(self._sockets, _Sockets):
-            self._sockets = simple.socket = _Sockets(simple.socket, self._timeout_s)
+            self._sockets = simple.socket = _Sockets(simple.socket, mqtt["timeout_s"])
 
     @property
     def up(self):
@@ -132,8 +131,13 @@ class Link:
         if self._client is None:
             if not may_block:
                 return False
-            if not board.wifi_ready(self._cfg["wifi"], now):
-                self._defer(now)
+            if not board.wifi_ready(self._wifi, now):
+                # Nothing can be tried now: keep what is due due. A deadline left in the past
+                # would look like one in the future after 2**29 ms (6.2 days): ticks wrap.
+                if board.ticks_diff(now, self._next_attempt) > 0:
+                    self._next_attempt = now
+                if board.ticks_diff(now, self._ntp_at) > 0:
+                    self._ntp_at = now
                 return False
             if self._pending is not None:
                 return self._subscribe(now)
@@ -188,15 +192,6 @@ class Link:
         self._client = None
 
     # --- internals -----------------------------------------------------------------------
-    def _defer(self, now):
-        """Nothing can be tried now: keep what is due due. A deadline left in the past would
-        look like one in the future after 2**29 ms (6.2 days): ticks wrap on the ESP32."""
-        board = self._board
-        if board.ticks_diff(now, self._next_attempt) > 0:
-            self._next_attempt = now
-        if board.ticks_diff(now, self._ntp_at) > 0:
-            self._ntp_at = now
-
     def _clock_step(self, now):
         """One step of setting the clock by NTP when it is due (DNS, then the query): True when
         it ran, or when TLS must wait for it (certificate dates are checked against the clock)."""
@@ -204,12 +199,12 @@ class Link:
         if board.ticks_diff(now, self._ntp_at) >= 0:
             try:
                 if self._ntp_address is None:
-                    self._ntp_address = board.resolve(self._ntp_host, self._ntp_port)
+                    self._ntp_address = board.resolve(*self._ntp)
                     return True
                 board.set_clock(self._ntp_address, _NTP_TIMEOUT_MS)
                 self._ntp_at = board.ticks_add(now, _NTP_RESYNC_MS)
                 self._ntp_retry_ms = _NTP_FIRST_RETRY_MS
-                self._event("clock_set", {"server": self._ntp_host})
+                self._event("clock_set", {"server": self._ntp[0]})
             except Exception as e:
                 self._ntp_address = None
                 valid = board.clock_valid()
@@ -237,15 +232,15 @@ class Link:
                 return False
             kwargs["ssl"] = ctx
         client = simple.MQTTClient(
-            self._cfg["machine_id"], mqtt["host"], mqtt["port"], mqtt["user"],
-            mqtt["password"], mqtt["keepalive"], **kwargs
+            self._client_id, mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
+            mqtt["keepalive"], **kwargs
         )
         client.set_callback(self._deliver)
         will_topic, will_payload = self._last_will()
         client.set_last_will(will_topic, will_payload, True, 1)
         self._sockets.address = self._address
         try:
-            session = client.connect(False, self._timeout_s)
+            session = client.connect(False, mqtt["timeout_s"])
         except Exception as e:
             _close_quietly(client)
             self._address = None  # look the name up again: the broker may have moved
@@ -253,7 +248,7 @@ class Link:
             return False
         finally:
             self._sockets.address = None
-        client.sock = _BoundedSocket(client.sock, self._sockets.raw, self._timeout_s,
+        client.sock = _BoundedSocket(client.sock, self._sockets.raw, mqtt["timeout_s"],
                                      self._board)
         if not session:
             # The broker lost (or never had) our session: subscribe, in a pass of its own.
@@ -305,10 +300,11 @@ class Link:
 
     def _keep_alive(self, now):
         client = self._client
+        keepalive_ms = self._mqtt["keepalive"] * 1000
         silent_ms = self._board.ticks_diff(now, client.sock.last_rx)
-        if silent_ms > self._keepalive_ms + self._timeout_s * 1000:
+        if silent_ms > keepalive_ms + self._mqtt["timeout_s"] * 1000:
             raise OSError("no answer to keepalive pings")
-        if self._board.ticks_diff(now, self._last_ping) >= self._keepalive_ms // 2:
+        if self._board.ticks_diff(now, self._last_ping) >= keepalive_ms // 2:
             client.ping()  # umqtt never pings on its own
             self._last_ping = now
 
@@ -322,16 +318,9 @@ class Link:
     def _schedule_retry(self, now, error):
         delay = self._backoff_ms + self._board.random_bits() % (self._backoff_ms // 4 + 1)
         self._next_attempt = self._board.ticks_add(now, delay)
-        self._backoff_ms = min(self._backoff_ms * 2, self._backoff_max_ms)
+        self._backoff_ms = min(self._backoff_ms * 2, self._mqtt["backoff_max_s"] * 1000)
         if error is not None:
             self._event("connect_failed", {"reason": _describe(error), "retry_ms": delay})
-
-
-def _host_port(text, default_port):
-    host, _, port = text.rpartition(":")
-    if host and port.isdigit():
-        return host, int(port)
-    return text, default_port
 
 
 def _close_quietly(client):

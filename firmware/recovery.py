@@ -7,9 +7,10 @@ import os
 
 import ids
 from journal import END, JOURNAL, Entry, Journal, parse_inbox, remove
+from micropython import const
 
-RECENT = "recent.dat"  # the id list of firmware 1.0 and 1.0.x: converted into ids.bin once
-_RECENT_V2 = "v2 sha256/96"
+_RECENT = const("recent.dat")  # the id list of firmware 1.0 and 1.0.x: converted into ids.bin
+_RECENT_V2 = const("v2 sha256/96")
 
 
 class JournalError(Exception):
@@ -64,7 +65,7 @@ def load(journal):
         _convert_recent(journal)
     except Exception as e:  # ValueError, JournalError, UnicodeError: keep it for a human
         journal.recent_problem = repr(e)
-        _rename(journal.path(RECENT), journal.path(RECENT + ".bad"))
+        _rename(journal.path(_RECENT), journal.path(_RECENT + ".bad"))
     for entry in journal.entries:  # a journal older than the id store: remember its ids
         if entry.credit_id is not None:
             d = ids.digest(entry.credit_id)
@@ -105,7 +106,7 @@ def release(directory=""):
 
 def _convert_recent(journal):
     """The id list of firmware 1.0 (one JSON id a line) or 1.0.x (hex digests) -> ids.bin."""
-    lines = read_complete(journal.path(RECENT))
+    lines = read_complete(journal.path(_RECENT))
     if lines is None:
         return
     if lines and lines[0] == _RECENT_V2:
@@ -116,7 +117,7 @@ def _convert_recent(journal):
         slot, state = journal.ids.find(d)
         if not state:
             journal.ids.put(d, ids.DONE, ids.FOREVER, slot)
-    os.remove(journal.path(RECENT))
+    os.remove(journal.path(_RECENT))
 
 
 def _clean_inboxes(journal):

