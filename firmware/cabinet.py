@@ -2,7 +2,6 @@
 # messages it owes the cloud (status, acks, gameover). Hardware comes in as `board`.
 import contract
 import ids
-from gameover import Debounced, GameOverReporter
 from journal import Journal
 from micropython import const
 from pulser import Pulser
@@ -27,12 +26,16 @@ class Cabinet:
         self._require_id = cfg["require_id"]
         self.journal = Journal(board.STATE_DIR)
         self.pulser = Pulser(board, self.journal, cfg["relay"], self._on_pulse)
-        self._gameover = None
+        # The inputs are optional wiring: their code is loaded only when the config names one.
+        self._gameover = self._lockout = None
         if "gameover" in cfg:
+            from gameover import GameOverReporter
+
             self._gameover = GameOverReporter(board, board.gameover_level, cfg["gameover"],
                                               board.gameover_pulses)
-        self._lockout = None
         if "lockout" in cfg:
+            from gameover import Debounced
+
             lock = cfg["lockout"]
             self._lockout = Debounced(board, board.lockout_level, lock["active_low"],
                                       lock["debounce_ms"], True)
@@ -230,16 +233,15 @@ class Cabinet:
         return contract.seconds(self._board.utc_now())
 
     def _on_pulse(self, kind, entry):
-        if kind == "pulse":
-            self._event("pulse", id=entry.credit_id, n=entry.done + 1, of=entry.total)
-        elif kind == "paid":
+        """The pulser's news: pulse, not_counted, paid, or held (at the repeat cap)."""
+        if kind == "paid":
             self._event("paid", id=entry.credit_id, credits=entry.credits)
-        elif kind == "not_counted":
-            self._event("not_counted", id=entry.credit_id, n=entry.done + 1, of=entry.total)
-        else:  # held at the repeat cap
+        elif kind == "held":
             self.held = entry
             self._event("pulse_repeat_cap", id=entry.credit_id, n=entry.done + 1,
                         starts=entry.starts)
+        else:
+            self._event(kind, id=entry.credit_id, n=entry.done + 1, of=entry.total)
 
     def _stamp(self):
         return contract.timestamp(self._board.utc_now())

@@ -1,4 +1,5 @@
-# Debounced inputs: the game-over signal (reported with a minimum interval) and the coin lockout.
+# Debounced inputs: the coin lockout, and the game-over signal (reported with a minimum interval).
+# Loaded only when the config wires one of them (cabinet.py).
 from micropython import const
 
 _MAX_QUEUED = const(16)  # game-over reports kept while offline; the oldest go first
@@ -17,15 +18,13 @@ class Debounced:
         self._active_level = 0 if active_low else 1
         self._debounce_ms = debounce_ms
         self._instant_on = instant_on
-        self.active = self._raw()  # what the input shows at boot is the start, not an edge
+        # What the input shows at boot is the start, not an edge.
+        self.active = read_level() == self._active_level
         self._changed_at = None
-
-    def _raw(self):
-        return self._read() == self._active_level
 
     def poll(self, now):
         """Returns True when the debounced level has just turned active."""
-        raw = self._raw()
+        raw = self._read() == self._active_level
         if raw == self.active:
             self._changed_at = None
             return False
@@ -43,8 +42,8 @@ class Debounced:
         return raw
 
 
-class GameOverReporter:
-    """Turns debounced game-over edges into reports, at most one per min_interval_ms.
+class GameOverReporter(Debounced):
+    """The debounced game-over input, turned into reports at most one per min_interval_ms.
 
     Besides the polled level it reads latched(): the number of whole active pulses (at least
     debounce_ms long) the board's pin interrupt has counted. A pulse that came and went while
@@ -52,15 +51,13 @@ class GameOverReporter:
     twice (it ends while the debounced level is still active).
     """
 
-    def __init__(self, board, read_level, cfg, latched=None):
-        self._board = board
-        self._input = Debounced(board, read_level, cfg["active_low"], cfg["debounce_ms"])
+    def __init__(self, board, read_level, cfg, latched):
+        Debounced.__init__(self, board, read_level, cfg["active_low"], cfg["debounce_ms"])
         self._latched = latched
-        self._latched_seen = latched() if latched is not None else 0
+        self._latched_seen = latched()
         self._min_interval_ms = cfg["min_interval_ms"]
         self._last_report = None
         self.queue = []  # report ids not yet published (bounded)
-        self.dropped = 0
 
     def poll(self, now):
         """True when a new report was queued."""
@@ -69,21 +66,17 @@ class GameOverReporter:
             # Forget it once it no longer matters: ticks wrap every 2**30 ms (12.4 days) on the
             # ESP32, and a report 6.2 days old would otherwise look like one from the future.
             self._last_report = last = None
-        was_active = self._input.active
-        edge = self._input.poll(now)
-        if self._latched is not None:
-            count = self._latched()
-            if count != self._latched_seen:
-                self._latched_seen = count
-                if not was_active and not self._input.active:
-                    edge = True  # a whole pulse while we were not looking
-        if not edge:
-            return False
-        if last is not None:
+        was_active = self.active
+        edge = Debounced.poll(self, now)
+        count = self._latched()
+        if count != self._latched_seen:
+            self._latched_seen = count
+            if not was_active and not self.active:
+                edge = True  # a whole pulse while we were not looking
+        if not edge or last is not None:
             return False
         self._last_report = now
         if len(self.queue) >= _MAX_QUEUED:
             self.queue.pop(0)
-            self.dropped += 1
         self.queue.append("go-%08x" % self._board.random_bits())
         return True

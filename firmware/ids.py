@@ -1,5 +1,5 @@
 # The ids this cabinet has seen (the dedupe memory), on flash in ids.bin: one 16-byte record per
-# id, found by scanning the file (no RAM index: 2,048 records are 32 KB of flash, 512 B of RAM).
+# id, found by scanning the file (no RAM index: 2,048 records are 32 KB of flash, 256 B of RAM).
 #
 # A record is the first 11 bytes of SHA-256(id), its state (received, done, expired) and the
 # time until which it must be kept (seconds since 2000; _FOREVER when the clock was unset). A
@@ -19,7 +19,7 @@ _MAGIC = b"ids1"
 _DIGEST = const(11)
 _RECORD = const(16)
 _HEADER = const(16)  # magic, ring head (4 bytes), capacity (4 bytes), spare
-_CHUNK = const(32)  # records per read
+_CHUNK = const(16)  # records per read (a 256-byte buffer)
 
 
 def digest(credit_id):

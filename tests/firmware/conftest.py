@@ -77,9 +77,13 @@ def parse_results(stdout: str) -> dict[str, dict]:
 def run_unix(script: str, root: Path, timeout: float = 300) -> str:
     """stdout of scenarios.main() on the real MicroPython (unix port v1.27.0)."""
     binary = require_micropython()
+    # The working directory is first on MicroPython's sys.path: not the scenarios' root, whose
+    # state folders are named after scenarios (a folder "gameover" would shadow gameover.py).
+    cwd = root / "cwd"
+    cwd.mkdir(exist_ok=True)
     result = subprocess.run(
         [str(binary), "-X", "heapsize=4M", "-c", script],
-        cwd=root, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env={"MICROPYPATH": f"{FIRMWARE}:{HERE}:.frozen", "PATH": os.environ.get("PATH", "")},
     )
     assert result.returncode == 0, f"MicroPython failed:\n{result.stdout[-3000:]}\n{result.stderr}"
