@@ -18,6 +18,7 @@ FOREVER = const(0xFFFFFFFF)  # kept until the ring overwrites it
 _MAGIC = b"ids1"
 _DIGEST = const(11)
 _RECORD = const(16)
+_CAPACITY = const(2048)  # records (32 KB of flash)
 _HEADER = const(16)  # magic, ring head (4 bytes), capacity (4 bytes), spare
 _CHUNK = const(16)  # records per read (a 256-byte buffer)
 
@@ -27,9 +28,8 @@ def digest(credit_id):
 
 
 class IdStore:
-    def __init__(self, path, capacity=2048):
+    def __init__(self, path):
         self._path = path
-        self._capacity = capacity
         self._buf = bytearray(_CHUNK * _RECORD)  # the one read buffer, allocated once
         self._rec = bytearray(_RECORD)
         self.count = 0  # slots written so far (the file's size)
@@ -51,8 +51,8 @@ class IdStore:
         if len(header) < _HEADER or header[:4] != _MAGIC:
             raise ValueError(self._path + ": not an id store")
         self._head = int.from_bytes(header[4:8], "big")
-        self.count = min((size - _HEADER) // _RECORD, self._capacity)  # a torn last record: gone
-        if self._head >= self._capacity:
+        self.count = min((size - _HEADER) // _RECORD, _CAPACITY)  # a torn last record: gone
+        if self._head >= _CAPACITY:
             self._head = 0
 
     def _create(self):
@@ -61,7 +61,7 @@ class IdStore:
         self.count = self._head = 0
 
     def _header(self):
-        return _MAGIC + self._head.to_bytes(4, "big") + self._capacity.to_bytes(4, "big") + bytes(4)
+        return _MAGIC + self._head.to_bytes(4, "big") + _CAPACITY.to_bytes(4, "big") + bytes(4)
 
     def find(self, d, now_s=None):
         """(slot, state) of digest d, or (free slot or -1, 0) when it is not there.
@@ -99,11 +99,11 @@ class IdStore:
         rec[12:16] = until.to_bytes(4, "big")
         move_head = False
         if slot < 0:
-            if self.count < self._capacity:
+            if self.count < _CAPACITY:
                 slot = self.count
             else:  # full, nothing free: overwrite the oldest slot of the ring
                 slot = self._head
-                self._head = (self._head + 1) % self._capacity
+                self._head = (self._head + 1) % _CAPACITY
                 move_head = True
         with open(self._path, "r+b") as f:
             if move_head:

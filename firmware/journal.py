@@ -37,9 +37,9 @@ class Entry:
 
 
 class Journal:
-    def __init__(self, directory, capacity=2048):
+    def __init__(self, directory):
         self._dir = directory
-        self.ids = ids.IdStore(self.path(ids.IDS), capacity)
+        self.ids = ids.IdStore(self.path(ids.IDS))
         self.entries = []
         self.next_seq = 1
         self.inbox_gen = 0

@@ -105,7 +105,7 @@ class Link:
         self._readable = None  # board.readable(socket): one per connection, reused by wait()
         self._last_ping = 0
         self._delivered = False
-        self._ctx = None  # the TLS context, built once (it holds the parsed CA)
+        self._ctx = None  # the TLS context
         self._address = None  # the broker's address, resolved in a pass of its own
         self.problem = None  # (code, detail) for the status, e.g. a CA file that is missing
         host, _, port = cfg["ntp_server"].rpartition(":")
@@ -226,11 +226,17 @@ class Link:
             return False
         kwargs = {}
         if mqtt["tls"]:
-            ctx = self._tls_context()
-            if ctx is None:
-                self._schedule_retry(now, None)
-                return False
-            kwargs["ssl"] = ctx
+            if self._ctx is None:  # built once: it holds the parsed CA
+                ca_file = mqtt["ca_file"]
+                try:
+                    self._ctx = self._board.tls_context(ca_file, mqtt["host"])
+                except Exception as e:  # missing or unreadable: say so, retry, never reset
+                    self.problem = ("tls_ca_missing", "%s: %s" % (ca_file, _describe(e)))
+                    self._event("tls_ca_missing", {"ca_file": ca_file, "error": _describe(e)})
+                    self._schedule_retry(now, None)
+                    return False
+                self.problem = None
+            kwargs["ssl"] = self._ctx
         client = simple.MQTTClient(
             self._client_id, mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
             mqtt["keepalive"], **kwargs
@@ -281,18 +287,6 @@ class Link:
             return False
         self._backoff_ms = _FIRST_BACKOFF_MS
         return True
-
-    def _tls_context(self):
-        if self._ctx is None:
-            ca_file = self._mqtt["ca_file"]
-            try:
-                self._ctx = self._board.tls_context(ca_file, self._mqtt["host"])
-            except Exception as e:  # missing or unreadable: say so, retry, never reset over it
-                self.problem = ("tls_ca_missing", "%s: %s" % (ca_file, _describe(e)))
-                self._event("tls_ca_missing", {"ca_file": ca_file, "error": _describe(e)})
-                return None
-            self.problem = None
-        return self._ctx
 
     def _deliver(self, topic, payload):
         self._delivered = True
