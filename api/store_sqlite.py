@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from api.store import Cabinet, Claim, Payment, State, why_not_claimed
+from api.store_console_sqlite import ConsoleSQLite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -63,12 +64,13 @@ WHERE payments.state IN ('pending', 'claimed')
 """
 
 
-class SQLiteStore:
+class SQLiteStore(ConsoleSQLite):
     def __init__(self, path: str) -> None:
         self.path = path
         Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(_SCHEMA)
+        self._console_schema()
 
     def _connection(self) -> sqlite3.Connection:
         # One connection per thread: sqlite3 connections must not be shared between threads.
