@@ -122,6 +122,14 @@ class Settings:
     webhook_tolerance_seconds: int = 300
     test_checkout: bool = False
     public_url: str = ""
+    # --- operators' console and alerts (README: Console) ---
+    console_secret_key: str = field(default="", repr=False)
+    console_operators: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    console_cookie_secure: bool = True
+    timezone: str = "UTC"
+    alert_webhook_url: str = field(default="", repr=False)
+    alert_webhook_topic: str = ""
+    alert_offline_minutes: int = 10
 
     def price_allowed(self, price_id: str) -> bool:
         return price_id == self.price_id or price_id in self.allowed_price_ids
@@ -170,4 +178,51 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         webhook_tolerance_seconds=parse_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
         test_checkout=test_checkout,
         public_url=_text(env, "PUBLIC_URL").rstrip("/"),
+        **console_settings_from_env(env),
     )
+
+
+# --- operators' console and alerts ---------------------------------------------------------------
+OPERATOR_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-@")
+
+
+def parse_operators(raw: str) -> tuple[tuple[str, str], ...]:
+    """CONSOLE_OPERATORS: `name:$argon2id$…` pairs separated by spaces (what `arcade operator
+    add NAME --print` prints), for deployments whose operators live in a setting (Lambda)."""
+    operators = []
+    for entry in raw.split():
+        name, _, password_hash = entry.partition(":")
+        if not name or set(name) - OPERATOR_NAME_CHARS or not password_hash.startswith("$argon2"):
+            raise SettingsError(
+                "CONSOLE_OPERATORS must be `name:$argon2id$...` pairs separated by spaces"
+                " (arcade operator add NAME --print)"
+            )
+        operators.append((name, password_hash))
+    return tuple(operators)
+
+
+def console_settings_from_env(env: Mapping[str, str]) -> dict:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    timezone = _text(env, "ARCADE_TIMEZONE", "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"ARCADE_TIMEZONE must be a time zone name such as Europe/Berlin, got {timezone!r}"
+        ) from None
+    secret_key = _text(env, "CONSOLE_SECRET_KEY")
+    if secret_key and len(secret_key) < 32:
+        raise SettingsError("CONSOLE_SECRET_KEY must be at least 32 characters (a random string)")
+    alert_url = _text(env, "ALERT_WEBHOOK_URL")
+    if alert_url and not alert_url.startswith(("https://", "http://")):
+        raise SettingsError(f"ALERT_WEBHOOK_URL must start with https://, got {alert_url[:30]!r}")
+    return {
+        "console_secret_key": secret_key,
+        "console_operators": parse_operators(_text(env, "CONSOLE_OPERATORS")),
+        "console_cookie_secure": parse_flag(env, "CONSOLE_COOKIE_SECURE", True),
+        "timezone": timezone,
+        "alert_webhook_url": alert_url,
+        "alert_webhook_topic": _text(env, "ALERT_WEBHOOK_TOPIC"),
+        "alert_offline_minutes": parse_integer(env, "ALERT_OFFLINE_MINUTES", 10, minimum=0),
+    }
