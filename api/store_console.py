@@ -56,6 +56,15 @@ class Incident:
 
 
 @dataclass
+class LastPayment:
+    machine_id: str
+    at: float
+    session_id: str
+    amount: int | None
+    currency: str
+
+
+@dataclass
 class Total:
     """Money and counts of one cabinet (or "*" for the fleet) in one period and currency."""
 
@@ -205,6 +214,12 @@ class ConsoleStore(Protocol):
     def count_gameover(self, machine_id: str, periods: Periods) -> None: ...
 
     def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]: ...
+    def last_payments(self) -> dict[str, LastPayment]:
+        """Each cabinet's newest paid payment (kept up to date by count_money)."""
+
+    def owed_by_cabinet(self, since: float) -> dict[str, int]:
+        """Credits paid since `since` and not delivered yet, per cabinet."""
+
     def owed_credits(self, machine_id: str, since: float) -> int:
         """Credits of this cabinet's payments since `since` that are paid but not delivered."""
 

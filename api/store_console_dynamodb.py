@@ -31,6 +31,7 @@ from api.store_console import (
     UNDELIVERED_STATES,
     AuditEntry,
     Incident,
+    LastPayment,
     Money,
     Operator,
     PaymentQuery,
@@ -296,7 +297,23 @@ class ConsoleDynamoDB:
             self.client.transact_write_items(TransactItems=[{"Put": guard}, *updates])
         except self.client.exceptions.TransactionCanceledException:
             return False  # another worker counted first: read again and count the rest
+        if delta.payments > 0:
+            self._note_last_payment(payment, target.currency)
         return True
+
+    def _note_last_payment(self, payment: Payment, currency: str) -> None:
+        """The cabinet's newest payment, for the fleet page (only ever moves forward)."""
+        values = {
+            ":kind": _s("lastpay"), ":at": _n(payment.created_at), ":owner": _s(payment.machine_id),
+            ":session": _s(payment.session_id), ":currency": _s(currency),
+            ":amount": _n(payment.amount or 0),
+        }
+        self._conditional_update(
+            f"lastpay#{payment.machine_id}",
+            "SET kind = :kind, created_at = :at, cabinet = :owner, session_id = :session,"
+            " amount = :amount, currency = :currency",
+            "attribute_not_exists(created_at) OR created_at < :at", values,
+        )
 
     def _total_updates(self, machine_id: str, periods: Periods, currency: str,
                        add: dict[str, int]) -> list[dict]:
@@ -348,6 +365,22 @@ class ConsoleDynamoDB:
     # --- payments ---------------------------------------------------------------------------
     def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]:
         return self.search_payments(PaymentQuery(machine_id, None, start, end, limit=5000))
+
+    def last_payments(self) -> dict[str, LastPayment]:
+        return {
+            _str(item, "cabinet"): LastPayment(
+                _str(item, "cabinet"), _num(item, "created_at"), _str(item, "session_id"),
+                int(_num(item, "amount")), _str(item, "currency"),
+            )
+            for item in self._query_kind("lastpay")
+        }
+
+    def owed_by_cabinet(self, since: float) -> dict[str, int]:
+        owed: dict[str, int] = {}
+        for state in UNDELIVERED_STATES:
+            for payment in self.search_payments(PaymentQuery(None, state, since, None, 5000)):
+                owed[payment.machine_id] = owed.get(payment.machine_id, 0) + payment.credits
+        return owed
 
     def owed_credits(self, machine_id: str, since: float) -> int:
         payments = self.search_payments(PaymentQuery(machine_id, None, since, None, limit=1000))

@@ -16,6 +16,7 @@ from api.store_console import (
     UNDELIVERED_STATES,
     AuditEntry,
     Incident,
+    LastPayment,
     Money,
     Operator,
     PaymentQuery,
@@ -89,6 +90,13 @@ CREATE TABLE IF NOT EXISTS daily_totals (
 CREATE INDEX IF NOT EXISTS daily_by_machine ON daily_totals (machine_id, day);
 CREATE INDEX IF NOT EXISTS daily_by_week ON daily_totals (week);
 CREATE INDEX IF NOT EXISTS daily_by_month ON daily_totals (month);
+CREATE TABLE IF NOT EXISTS last_payments (
+    machine_id TEXT PRIMARY KEY,
+    at         REAL NOT NULL,
+    session_id TEXT NOT NULL,
+    amount     INTEGER,
+    currency   TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS payments_by_created ON payments (created_at);
 CREATE INDEX IF NOT EXISTS payments_by_state ON payments (state, created_at);
 """
@@ -228,6 +236,15 @@ class ConsoleSQLite:
             payment.machine_id, periods, target.currency,
             {name: getattr(delta, name) for name in MONEY_FIELDS},
         )
+        if delta.payments > 0:
+            self._execute(
+                "INSERT INTO last_payments (machine_id, at, session_id, amount, currency)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (machine_id) DO UPDATE SET at = excluded.at,"
+                " session_id = excluded.session_id, amount = excluded.amount,"
+                " currency = excluded.currency WHERE excluded.at > last_payments.at",
+                (payment.machine_id, payment.created_at, payment.session_id, payment.amount,
+                 target.currency),
+            )
         self._execute(
             "INSERT OR REPLACE INTO money_counted (session_id, currency, gross, refunded, disputed,"
             " payments, credits, comp_credits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -281,6 +298,19 @@ class ConsoleSQLite:
     # --- payments ---------------------------------------------------------------------------
     def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]:
         return self.search_payments(PaymentQuery(machine_id, None, start, end, limit=5000))
+
+    def last_payments(self) -> dict[str, LastPayment]:
+        rows = self._execute("SELECT machine_id, at, session_id, amount, currency FROM last_payments")
+        return {row["machine_id"]: LastPayment(**dict(row)) for row in rows}
+
+    def owed_by_cabinet(self, since: float) -> dict[str, int]:
+        marks = ", ".join("?" for _ in UNDELIVERED_STATES)
+        rows = self._execute(
+            f"SELECT machine_id, sum(credits) AS owed FROM payments WHERE state IN ({marks})"
+            " AND created_at >= ? GROUP BY machine_id",
+            (*UNDELIVERED_STATES, since),
+        )
+        return {row["machine_id"]: row["owed"] for row in rows}
 
     def owed_credits(self, machine_id: str, since: float) -> int:
         marks = ", ".join("?" for _ in UNDELIVERED_STATES)

@@ -158,3 +158,14 @@ def test_retired_cabinets_and_cabinet_listing(store):
     assert store.retired() == {"cab-a"}
     store.set_retired("cab-a", False, T0 + 2)
     assert store.retired() == set()
+
+
+def test_last_payment_per_cabinet_and_credits_owed(store):
+    paid(store, "cs_l1", at=T0 + 50)
+    paid(store, "cs_l0", at=T0)  # counted later, but older: not the last
+    paid(store, "cs_l2", machine="cab-b", at=T0 + 10, credits=3)
+    last = store.last_payments()
+    assert (last["cab-a"].session_id, last["cab-a"].amount) == ("cs_l1", 200)
+    assert last["cab-b"].session_id == "cs_l2"
+    store.mark("cs_l1", State.ACKED, T0 + 60)
+    assert store.owed_by_cabinet(T0 - 1) == {"cab-a": 2, "cab-b": 3}
