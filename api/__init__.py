@@ -13,7 +13,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """The app, configured from the environment (and `.env`), or from `test_config`'s variables."""
-    from api import errors, logs, services, test_checkout, views, webhook
+    from api import console, errors, logs, services, test_checkout, views, webhook
     from api.settings import SettingsError, load_dotenv_files, settings_from_env
 
     if test_config is None:
@@ -36,4 +36,5 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(webhook.bp)
     if settings.test_checkout:
         app.register_blueprint(test_checkout.bp)
+    console.init_app(app, settings)
     return app

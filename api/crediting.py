@@ -11,7 +11,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from api import protocol
+from api import bookkeeping, protocol
 from api.publisher import PublishError
 from api.services import Services
 from api.store import Claim, Payment, State
@@ -43,6 +43,12 @@ def coinpulse_messages(services: Services, payment: Payment) -> list[tuple[str, 
 
 
 def credit(services: Services, payment: Payment) -> Outcome:
+    outcome = _credit(services, payment)
+    bookkeeping.after_change(services, payment.session_id)  # totals, alerts (idempotent)
+    return outcome
+
+
+def _credit(services: Services, payment: Payment) -> Outcome:
     store, settings = services.store, services.settings
     token = secrets.token_hex(12)
     claim = store.claim(payment, token, time.time(), settings.claim_lease_seconds)
@@ -84,4 +90,5 @@ def record_against_payment_intent(services: Services, payment_intent: str, state
     if found is None:
         return Outcome(200, "unknown_payment")
     services.store.mark(found.session_id, state, time.time())
+    bookkeeping.after_change(services, found.session_id)
     return Outcome(200, str(state), extra={"session": found.session_id})

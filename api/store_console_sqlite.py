@@ -300,7 +300,9 @@ class ConsoleSQLite:
         return self.search_payments(PaymentQuery(machine_id, None, start, end, limit=5000))
 
     def last_payments(self) -> dict[str, LastPayment]:
-        rows = self._execute("SELECT machine_id, at, session_id, amount, currency FROM last_payments")
+        rows = self._execute(
+            "SELECT machine_id, at, session_id, amount, currency FROM last_payments"
+        )
         return {row["machine_id"]: LastPayment(**dict(row)) for row in rows}
 
     def owed_by_cabinet(self, since: float) -> dict[str, int]:
