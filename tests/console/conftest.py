@@ -1,0 +1,92 @@
+"""Console fixtures: the API with its console on, an operator, a signed-in test client, and a
+local HTTP receiver standing in for an incoming-webhook service (Slack, Discord, ntfy)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from api.console.auth import hash_password
+from tests.api.conftest import make_app, stripe_api  # noqa: F401  (the API's fixtures)
+
+SECRET_KEY = "console-secret-key-for-tests-0123456789abcdef"
+OPERATOR, PASSWORD = "ana", "correct horse battery"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def console_app(make_app):
+    def factory(**overrides):
+        app = make_app(CONSOLE_SECRET_KEY=SECRET_KEY, **overrides)
+        app.extensions["arcade"].store.put_operator(OPERATOR, hash_password(PASSWORD), 0.0)
+        return app
+
+    return factory
+
+
+def csrf_of(page: str) -> str:
+    found = CSRF.search(page)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def sign_in(client, name: str = OPERATOR, password: str = PASSWORD):
+    page = client.get("/console/sign-in").get_data(as_text=True)
+    return client.post("/console/sign-in", data={
+        "name": name, "password": password, "csrf_token": csrf_of(page)})
+
+
+@pytest.fixture
+def operator_client(console_app):
+    """A test client (over https, for the Secure cookie) signed in as the operator."""
+    app = console_app()
+    client = app.test_client()
+    client.environ_base["wsgi.url_scheme"] = "https"
+    answer = sign_in(client)
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    client.application = app
+    return client
+
+
+class AlertReceiver(ThreadingHTTPServer):
+    """Records every POST's JSON body; answers `status` (200 unless a test changes it)."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _ReceiverHandler)
+        self.bodies: queue.Queue = queue.Queue()
+        self.status = 200
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/alerts"
+
+
+class _ReceiverHandler(BaseHTTPRequestHandler):
+    server: AlertReceiver
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.status == 200:
+            self.server.bodies.put({"path": self.path, "type": self.headers["Content-Type"],
+                                    "json": json.loads(body)})
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+@pytest.fixture
+def alert_receiver():
+    server = AlertReceiver()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
