@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from api.console.auth import hash_password
-from tests.api.conftest import make_app, stripe_api  # noqa: F401  (the API's fixtures)
+from tests.api.conftest import StripeStub, _StripeHandler, make_app  # noqa: F401
 
 SECRET_KEY = "console-secret-key-for-tests-0123456789abcdef"
 OPERATOR, PASSWORD = "ana", "correct horse battery"
@@ -51,6 +51,35 @@ def operator_client(console_app):
     assert answer.status_code == 302, answer.get_data(as_text=True)
     client.application = app
     return client
+
+
+class _RefundingHandler(_StripeHandler):
+    """Stripe's refunds too: POST /v1/refunds answers a Refund (replayed per idempotency key)."""
+
+    def do_POST(self):
+        if self.path != "/v1/refunds":
+            return super().do_POST()
+        entry = self._record()
+        key = entry["headers"].get("Idempotency-Key", "")
+        refunds = self.server.links_by_key
+        refunds.setdefault(f"refund:{key}", {
+            "id": f"re_{len(refunds) + 1:08d}", "object": "refund", "status": "succeeded",
+            "payment_intent": entry["form"].get("payment_intent"), "amount": 100,
+            "currency": "usd", "metadata": {},
+        })
+        self._answer(200, refunds[f"refund:{key}"])
+
+
+@pytest.fixture
+def stripe_api():
+    """The API's Stripe stand-in (tests/api/conftest.py), answering refunds as well."""
+    server = StripeStub()
+    server.RequestHandlerClass = _RefundingHandler
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 class AlertReceiver(ThreadingHTTPServer):
