@@ -118,7 +118,10 @@ def send_pending(store, settings: Settings, now: float,
         try:
             post(settings.alert_webhook_url, alert_body(incident, settings))
         except (OSError, ValueError) as error:
-            reason = getattr(error, "reason", None) or error
+            if isinstance(error, urllib.error.HTTPError):
+                reason = f"HTTP {error.code} {error.reason}"
+            else:
+                reason = getattr(error, "reason", None) or error
             store.incident_failed(incident.key, str(reason)[:200])
             log.warning("alert %s not sent: %s", incident.key, reason)
             continue

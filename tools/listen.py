@@ -18,11 +18,14 @@ from api.settings import Settings
 from api.store import Store
 from tools.settings import api_settings
 
+ALERT_SWEEP_SECONDS = 5
+
 
 def listener_topics(prefix: str) -> list[tuple[str, int]]:
     return [
         (protocol.topic(prefix, "+", protocol.ACK), 1),
         (protocol.topic(prefix, "+", protocol.STATUS), 1),
+        (protocol.topic(prefix, "+", protocol.GAMEOVER), 1),  # counted for the console
     ]
 
 
@@ -43,6 +46,8 @@ def start_listener(
 
     def on_message(client, userdata, message):
         result = record_message(store, prefix, message.topic, message.payload, time.time())
+        if result == "ignored":
+            result = count_gameover(store, settings, message.topic)
         if on_record is not None:
             on_record(message.topic, result)
 
@@ -52,6 +57,32 @@ def start_listener(
     client.connect_async(settings.mqtt_broker, settings.mqtt_port, keepalive=30)
     client.loop_start()
     return client
+
+
+def count_gameover(store: Store, settings: Settings, topic: str) -> str:
+    """A cabinet's game over, counted per day for the console (the message itself is the
+    cabinet's business: nothing else is recorded)."""
+    from zoneinfo import ZoneInfo
+
+    from api.store_console import periods_of
+
+    parsed = protocol.parse_topic(settings.mqtt_topic_prefix, topic)
+    if parsed is None or parsed[1] != protocol.GAMEOVER:
+        return "ignored"
+    store.count_gameover(parsed[0], periods_of(time.time(), ZoneInfo(settings.timezone)))
+    return "gameover"
+
+
+def sweep_alerts(store: Store, settings: Settings) -> None:
+    """Open incidents and send alerts (api/alerts.py); a failure waits for the next sweep."""
+    from api.alerts import sweep
+
+    try:
+        for key in sweep(store, settings):
+            click.echo(json.dumps({"time": protocol.utc_timestamp(), "alert_sent": key}))
+    except Exception as error:  # the listener must keep recording whatever the sweep meets
+        click.echo(json.dumps({"time": protocol.utc_timestamp(),
+                               "alert_sweep_failed": f"{type(error).__name__}: {error}"}))
 
 
 def print_record(topic: str, result: str) -> None:
@@ -76,6 +107,7 @@ def listen() -> None:
         signal.signal(signum, lambda *args: stop.set())
     client = start_listener(settings, store, print_record)
     click.echo(f"listening on {settings.mqtt_broker}:{settings.mqtt_port} for acks and status")
-    stop.wait()
+    while not stop.wait(ALERT_SWEEP_SECONDS):
+        sweep_alerts(store, settings)
     client.disconnect()
     client.loop_stop()

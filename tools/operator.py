@@ -59,7 +59,13 @@ def operator() -> None:
               help="Print a CONSOLE_OPERATORS entry instead of writing to the ledger.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def add(name: str, print_only: bool, password_stdin: bool) -> None:
-    """Add an operator (or change their password); asks for the password twice."""
+    """Add an operator (or change their password); asks for the password twice.
+
+    \b
+    Examples:
+      arcade operator add ana
+      arcade operator add ana --print    # for CONSOLE_OPERATORS (Lambda)
+    """
     from api.console.auth import hash_password
 
     check_name(name)
@@ -74,7 +80,12 @@ def add(name: str, print_only: bool, password_stdin: bool) -> None:
 
 @operator.command(name="list")
 def list_operators() -> None:
-    """List the operators stored in the ledger (and those of CONSOLE_OPERATORS)."""
+    """List the operators stored in the ledger (and those of CONSOLE_OPERATORS).
+
+    \b
+    Example:
+      arcade operator list
+    """
     from api.settings import SettingsError, parse_operators
 
     try:
@@ -92,7 +103,12 @@ def list_operators() -> None:
 @operator.command()
 @click.argument("name")
 def remove(name: str) -> None:
-    """Remove an operator from the ledger; their open sessions end at their next click."""
+    """Remove an operator from the ledger; their open sessions end at their next click.
+
+    \b
+    Example:
+      arcade operator remove ana
+    """
     if not ledger().remove_operator(check_name(name)):
         raise UserError(f"no operator {name} in the ledger")
     click.echo(f"removed operator {name}")

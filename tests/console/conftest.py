@@ -20,7 +20,7 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
-def console_app(make_app):
+def console_app(make_app):  # noqa: F811  (the fixture imported above)
     def factory(**overrides):
         app = make_app(CONSOLE_SECRET_KEY=SECRET_KEY, **overrides)
         app.extensions["arcade"].store.put_operator(OPERATOR, hash_password(PASSWORD), 0.0)
