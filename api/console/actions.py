@@ -44,7 +44,7 @@ def resend(payment: Payment) -> str:
     """Publish the payment's coinpulses again, with the same ids."""
     svc = services()
     if str(payment.state) not in [str(s) for s in RESENDABLE]:
-        raise ActionRefused(f"a {payment.state} payment is not waiting for delivery")
+        raise ActionRefused(f"this payment is {payment.state}: it is not waiting for delivery")
     try:
         svc.publisher.publish(crediting.coinpulse_messages(svc, payment))
     except PublishError as error:
@@ -62,7 +62,7 @@ def refund(payment: Payment, reason: str) -> str:
     if is_comp(payment.session_id):
         raise ActionRefused("a comp credit has no money to refund")
     if str(payment.state) in [str(s) for s in REFUNDABLE_NOT]:
-        raise ActionRefused(f"a {payment.state} payment cannot be refunded")
+        raise ActionRefused(f"this payment is {payment.state}: it cannot be refunded")
     if not payment.payment_intent:
         raise ActionRefused("the payment has no payment intent: refund it in Stripe's dashboard")
     try:

@@ -112,7 +112,7 @@ def test_refund_goes_to_stripe_once_and_leaves_the_takings(operator_client, stri
     page = text(operator_client.get(f"/console/payments/{session['id']}"))
     assert "refunded" in page
     again = act(operator_client, "refund", session["id"], reason="twice?")
-    assert "Not done: a refunded payment cannot be refunded" in text(again)
+    assert "Not done: this payment is refunded: it cannot be refunded" in text(again)
     assert len(stripe_api.calls("POST", "/v1/refunds")) == 1
     money = text(operator_client.get("/console/money"))
     assert "−3.00 USD" not in money and "0.00 USD" in money
