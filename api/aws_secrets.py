@@ -28,6 +28,9 @@ SECRET_KEYS = (
     "MQTT_USERNAME",
     "MQTT_PASSWORD",
     "MACHINE_TOKEN_SECRET",
+    "CONSOLE_SECRET_KEY",  # signs the console's session cookies
+    "CONSOLE_OPERATORS",  # `arcade operator add NAME --print` entries
+    "ALERT_WEBHOOK_URL",  # incoming-webhook URLs carry their own token
 )
 CA_PEM_KEY = "MQTT_CA_CERT_PEM"
 

@@ -78,7 +78,7 @@ def fleet_rows(now: float) -> list[FleetRow]:
     return sorted(rows, key=lambda row: row.rank)
 
 
-@bp.get("/")
+@bp.get("", strict_slashes=False)
 def fleet():
     now = time.time()
     rows = fleet_rows(now)

@@ -21,8 +21,8 @@ LIVE_HEADER = "X-Console-Live"  # the page's script asks for the live part only
 off = Blueprint("console_off", __name__, url_prefix="/console")
 
 
-@off.route("/", defaults={"rest": ""})
-@off.route("/<path:rest>")
+@off.route("", defaults={"rest": ""}, strict_slashes=False, methods=["GET", "POST"])
+@off.route("/<path:rest>", methods=["GET", "POST"])
 def console_off(rest: str):
     message = (
         "The operators' console is off: set CONSOLE_SECRET_KEY (a random string of 32 or more"

@@ -100,7 +100,7 @@ def test_the_console_in_a_real_browser(make_site, tmp_path, stripe_api, alert_re
         check_accessibility(browser, "sign-in")
         browser.do("fill", label="Name", value=OPERATOR)
         browser.do("fill", label="Password", value=PASSWORD)
-        assert browser.do("click", button="Sign in")["url"] == f"{base}/console/"
+        assert browser.do("click", button="Sign in")["url"] == f"{base}/console"
 
         # --- the fleet: both cabinets online ---------------------------------------------------
         fleet = browser.do("wait_text", selector="#live", text="2 of 2 online")["text"]

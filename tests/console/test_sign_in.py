@@ -41,7 +41,7 @@ def test_actions_are_refused_without_signing_in(console_app):
 def test_sign_in_sets_a_hardened_cookie_and_opens_the_fleet(console_app):
     client = https_client(console_app())
     answer = sign_in(client)
-    assert answer.status_code == 302 and answer.headers["Location"] == "/console/"
+    assert answer.status_code == 302 and answer.headers["Location"] == "/console"
     cookie = answer.headers["Set-Cookie"]
     for flag in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/console"):
         assert flag in cookie
@@ -110,4 +110,4 @@ def test_next_never_leaves_the_console(console_app):
     answer = client.post("/console/sign-in", data={
         "name": OPERATOR, "password": PASSWORD, "csrf_token": csrf_of(page),
         "next": "//evil.example/"})
-    assert answer.headers["Location"] == "/console/"
+    assert answer.headers["Location"] == "/console"
