@@ -7,6 +7,7 @@ Money totals are one row per (day, cabinet, currency); weeks and months are sums
 from __future__ import annotations
 
 import sqlite3
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 from api.store import Payment
@@ -101,6 +102,7 @@ CREATE INDEX IF NOT EXISTS payments_by_created ON payments (created_at);
 CREATE INDEX IF NOT EXISTS payments_by_state ON payments (state, created_at);
 """
 
+FLEET = "*"  # the fleet's own rows: its series is read without summing every cabinet
 _SUMS = ", ".join(f"sum({name}) AS {name}" for name in (*MONEY_FIELDS, "gameovers"))
 _COUNTERS = (*MONEY_FIELDS, "gameovers")
 
@@ -253,6 +255,11 @@ class ConsoleSQLite:
         )
 
     def _add_to_day(self, machine_id: str, periods: Periods, currency: str, add: dict) -> None:
+        """The cabinet's row and the fleet's row ("*") of that day and currency."""
+        for owner in (machine_id, FLEET):
+            self._add_to_row(owner, periods, currency, add)
+
+    def _add_to_row(self, machine_id: str, periods: Periods, currency: str, add: dict) -> None:
         names = ", ".join(add)
         marks = ", ".join(f":{name}" for name in add)
         updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in add)
@@ -268,8 +275,8 @@ class ConsoleSQLite:
         column = _period_column(granularity)
         rows = self._execute(
             f"SELECT machine_id, currency, {_SUMS} FROM daily_totals WHERE {column} = ?"
-            " GROUP BY machine_id, currency ORDER BY machine_id, currency",
-            (period,),
+            " AND machine_id != ? GROUP BY machine_id, currency ORDER BY machine_id, currency",
+            (period, FLEET),
         )
         return [_total(row, period) for row in rows]
 
@@ -277,8 +284,10 @@ class ConsoleSQLite:
         column = _period_column(granularity)
         rows = self._execute(
             f"SELECT {column} AS period, currency, {_SUMS} FROM daily_totals"
-            f" WHERE {column} BETWEEN ? AND ? GROUP BY period, currency ORDER BY period, currency",
-            (first.key(granularity), last.key(granularity)),
+            " INDEXED BY daily_by_machine WHERE machine_id = ? AND day BETWEEN ? AND ?"
+            f" AND {column} BETWEEN ? AND ? GROUP BY period, currency ORDER BY period, currency",
+            (FLEET, first.key(granularity), _last_day(granularity, last),
+             first.key(granularity), last.key(granularity)),
         )
         return [_total(row, row["period"], "*") for row in rows]
 
@@ -308,8 +317,8 @@ class ConsoleSQLite:
     def owed_by_cabinet(self, since: float) -> dict[str, int]:
         marks = ", ".join("?" for _ in UNDELIVERED_STATES)
         rows = self._execute(
-            f"SELECT machine_id, sum(credits) AS owed FROM payments WHERE state IN ({marks})"
-            " AND created_at >= ? GROUP BY machine_id",
+            f"SELECT machine_id, sum(credits) AS owed FROM payments INDEXED BY payments_by_state"
+            f" WHERE state IN ({marks}) AND created_at >= ? GROUP BY machine_id",
             (*UNDELIVERED_STATES, since),
         )
         return {row["machine_id"]: row["owed"] for row in rows}
@@ -352,6 +361,15 @@ class ConsoleSQLite:
             (*PROBLEM_STATES, since, limit),
         )
         return [_payment(row) for row in rows]
+
+
+def _last_day(granularity: str, last: Periods) -> str:
+    """The last day of the period `last` falls in (days sort as text: 'YYYY-MM-31' is safe)."""
+    if granularity == "month":
+        return f"{last.month}-31"
+    if granularity == "week":
+        return (date.fromisoformat(last.week) + timedelta(days=6)).isoformat()
+    return last.day
 
 
 def _period_column(granularity: str) -> str:

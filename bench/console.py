@@ -70,6 +70,10 @@ def seed_sqlite(path: Path, cabinets: int, payments: int, now: float) -> None:
         " strftime('%Y-%m', created_at, 'unixepoch'), sum(amount), count(*), sum(credits)"
         " FROM payments GROUP BY 1, 2, 3")
     db.execute(
+        "INSERT INTO daily_totals (day, machine_id, currency, week, month, gross, payments,"
+        " credits) SELECT day, '*', currency, week, month, sum(gross), sum(payments),"
+        " sum(credits) FROM daily_totals GROUP BY day, currency")
+    db.execute(
         "INSERT INTO money_counted SELECT session_id, currency, amount, 0, 0, 1, credits, 0"
         " FROM payments")
     db.execute(

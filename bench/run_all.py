@@ -12,6 +12,8 @@
   subscriber and every row in the ledger: no duplicate, no loss.
 - cold import of the Lambda entry (`api.lambda_handler`) and wall time of `arcade --help`.
 - firmware heap on the MicroPython VM (bench/firmware_heap.py), when Node.js is there.
+- the console's fleet and money pages: server time with 1,000 cabinets and 200,000 payments
+  (SQLite), DynamoDB requests per page view (bench/console.py).
 
     .venv/bin/python bench/run_all.py [--payments 1000] [--webhooks 2000]
 """
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.store_sqlite import SQLiteStore  # noqa: E402
+from bench.console import console_rows  # noqa: E402
 from bench.webhook import (  # noqa: E402
     cold_import_ms,
     gunicorn,
@@ -263,6 +266,7 @@ def main() -> None:
         ("`arcade --help`", f"{command_ms([arcade, '--help']):.0f} ms",
          "whole command, wall time, best of 5"),
         ("firmware heap (MicroPython 1.27 VM)", firmware_heap(), "bench/firmware_heap.py"),
+        *console_rows(),  # bench/console.py: the console's pages with a big ledger
     ]
     print(f"\nArcade STEM benchmarks — {os.cpu_count()} CPUs, loopback Mosquitto")
     print(table(rows))

@@ -78,6 +78,9 @@ def fleet_rows(now: float) -> list[FleetRow]:
     return sorted(rows, key=lambda row: row.rank)
 
 
+PER_PAGE = 100  # a phone gets 100 cabinets at a time; problems always come first
+
+
 @bp.get("", strict_slashes=False)
 def fleet():
     now = time.time()
@@ -88,7 +91,18 @@ def fleet():
         "online": sum(row.online for row in active),
         "problems": sum(bool(row.problems) for row in active),
     }
-    return render_page("console/fleet.html", rows=rows, summary=summary, now=now)
+    search = request.args.get("q", "").strip()
+    if search:
+        rows = [row for row in rows if search.lower() in row.machine_id.lower()]
+    pages = max(1, -(-len(rows) // PER_PAGE))
+    page = min(max(1, request.args.get("page", 1, type=int)), pages)
+    return render_page(
+        "console/fleet.html", rows=rows[(page - 1) * PER_PAGE:page * PER_PAGE], now=now,
+        summary=summary, page=page, pages=pages, search=search, shown=len(rows),
+        # Links built once, not per row (a thousand url_for calls cost more than the queries).
+        cabinet_base=url_for("console.cabinet", machine_id="_")[:-1],
+        payment_base=url_for("console.payment", session_id="_")[:-1],
+    )
 
 
 def machine_or_404(machine_id: str) -> str:

@@ -18,6 +18,7 @@ from api.store_console import GRANULARITIES, Periods, Total, is_comp, periods_of
 
 SPAN = {"day": 30, "week": 12, "month": 12}  # periods on the chart and in the table
 CSV_MAX_DAYS = 366
+TOP_CABINETS = 100
 CSV_MAX_PAYMENTS = 100_000
 
 
@@ -59,10 +60,14 @@ def money_page():
     ]
     table = [row for key in reversed(keys) for row in series if row.period == key]
     cabinets = store.period_totals(granularity, selected)
+    totals = sum_by_currency(cabinets)
+    everything = request.args.get("all") == "1"
+    if not everything:  # the best 100 on the page; ?all=1 or the CSV for every cabinet
+        cabinets = sorted(cabinets, key=lambda t: (-t.net, t.machine_id))[:TOP_CABINETS]
     return render_page(
         "console/money.html", granularity=granularity, charts=chart_list, table=table,
         cabinets=cabinets, selected=selected, keys=keys, currencies=currencies,
-        totals=sum_by_currency(cabinets),
+        totals=totals, everything=everything, top=TOP_CABINETS,
     )
 
 
