@@ -33,29 +33,35 @@ def refund_amount(payment: Payment, part: Part) -> int:
     return max(0, min(part.amount or 0, left))
 
 
-def refund_part(services: Services, session_id: str, part_id: str, force: bool = False) -> str:
+def refund_part(
+    services: Services,
+    session_id: str,
+    part_id: str,
+    force: bool = False,
+    now: float | None = None,
+) -> str:
     """Refund one part if it is due (or `force`: the operator's refund); returns what happened:
     `refunded`, `nothing_charged`, `not_due` (not refundable, not yet due, or another sweep has
     it) or `failed` (the timeline says why; tried again later)."""
     store = services.store
     token = secrets.token_hex(12)
-    now = time.time()
+    now = time.time() if now is None else now
     if not store.refund_claim(session_id, part_id, token, now, REFUND_LEASE_S, force):
         return "not_due"
     payment = store.get(session_id)
     part = payment.part(part_id)
     amount = refund_amount(payment, part)
     if amount == 0:
-        store.refunded(session_id, part_id, token, "", 0, time.time())
+        store.refunded(session_id, part_id, token, "", 0, now)
         return "nothing_charged"
     try:
         refund_id = create_refund(services, payment, part, amount)
     except Exception as error:  # Stripe said no, or could not be reached: the next sweep retries
         message = stripe_message(error)
         log.warning("refund of %s failed: %s", part_id, message)
-        store.refund_failed(session_id, part_id, token, message, time.time())
+        store.refund_failed(session_id, part_id, token, message, now)
         return "failed"
-    store.refunded(session_id, part_id, token, refund_id, amount, time.time())
+    store.refunded(session_id, part_id, token, refund_id, amount, now)
     return "refunded"
 
 

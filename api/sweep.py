@@ -57,7 +57,7 @@ def sweep_payment(services: Services, payment: Payment, now: float, report: Swee
         return  # REFUND_UNDELIVERED_AFTER_S=0: never refund, only report
     for part in payment.parts:
         if part.state in REFUNDABLE and part.refund_at is not None and part.refund_at <= now:
-            result = refunds.refund_part(services, payment.session_id, part.id)
+            result = refunds.refund_part(services, payment.session_id, part.id, now=now)
             report.refunded += result in ("refunded", "nothing_charged")
             report.failed += result == "failed"
             report.results.append(f"{part.id}: {result}")
