@@ -13,7 +13,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """The app, configured from the environment (and `.env`), or from `test_config`'s variables."""
-    from api import console, errors, logs, services, test_checkout, views, webhook
+    from api import console, errors, ingest, logs, receipt, services, test_checkout, views, webhook
     from api.settings import SettingsError, load_dotenv_files, settings_from_env
 
     if test_config is None:
@@ -34,6 +34,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     logs.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)
+    app.register_blueprint(ingest.bp)
+    app.register_blueprint(receipt.bp)
     if settings.test_checkout:
         app.register_blueprint(test_checkout.bp)
     console.init_app(app, settings)

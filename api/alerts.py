@@ -125,6 +125,7 @@ def send_pending(store, settings: Settings, now: float,
             store.incident_failed(incident.key, str(reason)[:200])
             log.warning("alert %s not sent: %s", incident.key, reason)
             continue
+        log.info("alert sent: %s", incident.key)
         sent.append(incident.key)
     return sent
 

@@ -41,16 +41,26 @@ def credits_for_price(client: stripe.StripeClient, price_id: str, settings: Sett
 
 
 def create_payment_link(
-    client: stripe.StripeClient, machine_id: str, price_id: str, credits: int
+    client: stripe.StripeClient,
+    machine_id: str,
+    price_id: str,
+    credits: int,
+    receipt_base: str = "",
 ) -> str:
     metadata = {"machine_id": machine_id, "credits": str(credits)}
+    params: dict = {
+        "line_items": [{"price": price_id, "quantity": 1}],
+        "metadata": metadata,
+        # Also on the PaymentIntent, so refunds and disputes name the cabinet.
+        "payment_intent_data": {"metadata": metadata},
+    }
+    if receipt_base:
+        # After paying, the player lands on our receipt page, which follows the credit live.
+        # Stripe puts the session id in place of {CHECKOUT_SESSION_ID}.
+        url = f"{receipt_base}/receipt/{{CHECKOUT_SESSION_ID}}"
+        params["after_completion"] = {"type": "redirect", "redirect": {"url": url}}
     link = client.v1.payment_links.create(
-        params={
-            "line_items": [{"price": price_id, "quantity": 1}],
-            "metadata": metadata,
-            # Also on the PaymentIntent, so refunds and disputes name the cabinet.
-            "payment_intent_data": {"metadata": metadata},
-        },
+        params=params,
         # The same cabinet and price always make the same request: a retry never makes a twin.
         options={"idempotency_key": f"arcade-link-{machine_id}-{price_id}-{credits}"},
     )
@@ -64,8 +74,11 @@ def with_client_reference(url: str, machine_id: str) -> str:
     return f"{url}{separator}{urlencode({'client_reference_id': machine_id})}"
 
 
-def payment_link_for(store: Store, settings: Settings, machine_id: str, price_id: str) -> str:
-    """The cabinet's link: from the ledger, or created in Stripe on first request."""
+def payment_link_for(
+    store: Store, settings: Settings, machine_id: str, price_id: str, receipt_base: str = ""
+) -> str:
+    """The cabinet's link: from the ledger, or created in Stripe on first request (sending the
+    player to `receipt_base`/receipt/… afterwards)."""
     url = store.get_link(machine_id, price_id)
     if url is None:
         import stripe
@@ -73,7 +86,7 @@ def payment_link_for(store: Store, settings: Settings, machine_id: str, price_id
         try:
             client = stripe_client(settings)
             credits = credits_for_price(client, price_id, settings)
-            created = create_payment_link(client, machine_id, price_id, credits)
+            created = create_payment_link(client, machine_id, price_id, credits, receipt_base)
         except stripe.StripeError as error:
             raise PaymentsError(error.user_message or str(error)) from None
         url = store.put_link(machine_id, price_id, created, time.time())

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class SettingsError(ValueError):
@@ -85,6 +89,13 @@ def mqtt_settings_from_env(
     ca_cert = _text(env, "MQTT_CA_CERT")
     if ca_cert and not Path(ca_cert).is_file():
         raise SettingsError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
+    prefix = _text(env, "MQTT_TOPIC_PREFIX", "arcade")
+    if not TOPIC_LEVEL.fullmatch(prefix):
+        # A "+", "#" or "/" would make every coinpulse topic invalid or reach other topics.
+        raise SettingsError(
+            f"MQTT_TOPIC_PREFIX must be one topic level of letters, digits, '_' or '-',"
+            f" got {prefix!r}"
+        )
     return MqttSettings(
         host=host,
         port=parse_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
@@ -92,7 +103,7 @@ def mqtt_settings_from_env(
         password=_text(env, "MQTT_PASSWORD"),
         tls=tls,
         ca_cert=ca_cert,
-        prefix=_text(env, "MQTT_TOPIC_PREFIX", "arcade"),
+        prefix=prefix,
         timeout=parse_integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, minimum=100) / 1000,
     )
 
@@ -130,6 +141,12 @@ class Settings:
     alert_webhook_url: str = field(default="", repr=False)
     alert_webhook_topic: str = ""
     alert_offline_minutes: int = 10
+    # --- delivery truth and refunds (issue 10) ---
+    refund_undelivered_after_s: int = 180  # the deadline; 0 = never refund, only report
+    refund_grace_s: int = 60
+    sweep_interval_s: int = 10
+    ingest_token: str = field(default="", repr=False)
+    stripe_livemode: bool = False
 
     def price_allowed(self, price_id: str) -> bool:
         return price_id == self.price_id or price_id in self.allowed_price_ids
@@ -154,6 +171,16 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     api_key = _text(env, "STRIPE_API_KEY")
     if test_checkout and api_key.startswith(("sk_live_", "rk_live_")):
         raise SettingsError("TEST_CHECKOUT cannot be used with a live STRIPE_API_KEY (sk_live_…)")
+    delivery = delivery_settings_from_env(env, api_key)
+    lease = parse_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1)
+    # A publish may take a connect and a PUBACK wait, each up to the timeout, plus ledger writes:
+    # a lease shorter than that could pass to a retry while this worker still publishes.
+    shortest = math.ceil(2 * mqtt.timeout) + 5
+    if lease < shortest:
+        raise SettingsError(
+            f"CLAIM_LEASE_SECONDS must be at least {shortest} (twice MQTT_PUBLISH_TIMEOUT_MS"
+            f" plus 5 s, the longest a publish can take), got {lease}"
+        )
     return Settings(
         stripe_webhook_secrets=secrets,
         mqtt_broker=mqtt.host,
@@ -174,10 +201,11 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         machine_ids=_list(env, "MACHINE_IDS"),
         machine_token_secret=_text(env, "MACHINE_TOKEN_SECRET"),
         max_credits_per_message=parse_integer(env, "MAX_CREDITS_PER_MESSAGE", 20, minimum=1),
-        claim_lease_seconds=parse_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1),
+        claim_lease_seconds=lease,
         webhook_tolerance_seconds=parse_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
         test_checkout=test_checkout,
         public_url=_text(env, "PUBLIC_URL").rstrip("/"),
+        **delivery,
         **console_settings_from_env(env),
     )
 
@@ -225,4 +253,24 @@ def console_settings_from_env(env: Mapping[str, str]) -> dict:
         "alert_webhook_url": alert_url,
         "alert_webhook_topic": _text(env, "ALERT_WEBHOOK_TOPIC"),
         "alert_offline_minutes": parse_integer(env, "ALERT_OFFLINE_MINUTES", 10, minimum=0),
+    }
+
+
+# --- delivery truth and refunds (issue 10) --------------------------------------------------------
+def delivery_settings_from_env(env: Mapping[str, str], api_key: str) -> dict[str, object]:
+    """REFUND_UNDELIVERED_AFTER_S, REFUND_GRACE_S, SWEEP_INTERVAL_S, INGEST_TOKEN and
+    STRIPE_LIVEMODE (default: the API key's mode), as Settings fields."""
+    live_key = api_key.startswith(("sk_live_", "rk_live_"))
+    livemode = parse_flag(env, "STRIPE_LIVEMODE", live_key)
+    if api_key and livemode != live_key:
+        raise SettingsError(
+            f"STRIPE_LIVEMODE is {str(livemode).lower()} but STRIPE_API_KEY is a"
+            f" {'live' if live_key else 'test'} key"
+        )
+    return {
+        "refund_undelivered_after_s": parse_integer(env, "REFUND_UNDELIVERED_AFTER_S", 180),
+        "refund_grace_s": parse_integer(env, "REFUND_GRACE_S", 60),
+        "sweep_interval_s": parse_integer(env, "SWEEP_INTERVAL_S", 10, minimum=1),
+        "ingest_token": _text(env, "INGEST_TOKEN"),
+        "stripe_livemode": livemode,
     }

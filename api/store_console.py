@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from api.store import Payment, State
+from api.store import Payment
 
 COMP_PREFIX = "comp_"  # manual credits from the console: their own id space, never a Stripe id
 GRANULARITIES = ("day", "week", "month")
@@ -23,8 +23,9 @@ GRANULARITIES = ("day", "week", "month")
 UNPAID = ("pending", "failed")
 # Payments an operator must look at (the alert sweep and the fleet's problems).
 PROBLEM_STATES = ("undeliverable", "refunded_but_delivered", "disputed")
-# Paid and on its way, but not on the cabinet yet: credits the fleet still owes.
-UNDELIVERED_STATES = ("claimed", "published", "undeliverable")
+# Parts paid and not on the cabinet yet: credits the fleet still owes.
+UNDELIVERED_PARTS = ("paid", "published", "undeliverable")
+UNDELIVERED_STATES = ("paid", "published", "undeliverable")
 
 
 @dataclass
@@ -152,24 +153,26 @@ def is_comp(session_id: str) -> bool:
 
 def money_of(payment: Payment) -> Money:
     """Paid amount, refunds and disputes of a payment as the ledger knows it now."""
-    state = str(payment.state)
     if is_comp(payment.session_id):
         return Money("", comp_credits=payment.credits)
-    if state in UNPAID or payment.amount is None:
-        return Money((payment.currency or "").lower())
+    if payment.paid_at is None or payment.amount is None:
+        return Money((payment.currency or "").lower())  # not paid (pending, failed)
     amount = payment.amount
-    refunded = getattr(payment, "amount_refunded", None)
-    if refunded is None:
-        refunded = amount if state in (State.REFUNDED, "refunded_but_delivered") else 0
-    disputed = amount if state == State.DISPUTED or getattr(payment, "disputed", False) else 0
+    refunded = min(amount, max(payment.amount_refunded, payment.refunded_by_us))
+    disputed = amount - refunded if payment.disputed else 0
     return Money(
         (payment.currency or "").lower(),
         gross=amount,
-        refunded=min(refunded, amount),
-        disputed=min(disputed, amount - min(refunded, amount)),
+        refunded=refunded,
+        disputed=disputed,
         payments=1,
         credits=payment.credits,
     )
+
+
+def owed_credits_of(payment: Payment) -> int:
+    """Credits of the parts that are paid but not on the cabinet."""
+    return sum(part.credits for part in payment.parts if str(part.state) in UNDELIVERED_PARTS)
 
 
 @dataclass
@@ -181,6 +184,29 @@ class PaymentQuery:
     start: float | None = None
     end: float | None = None
     limit: int = 100
+
+
+class AfterChange:
+    """Mixed into both stores: after any change of a payment (store.update), count its money and
+    open an incident if it needs an operator. Idempotent; a failure is logged and never fails
+    the change itself (the totals can be recounted: `count_money` of the session again)."""
+
+    console_zone: ZoneInfo = ZoneInfo("UTC")  # set from ARCADE_TIMEZONE by services.init_app
+
+    def _after_change(self, session_id: str) -> None:
+        import logging
+        import time
+
+        from api.alerts import open_payment_incident
+
+        try:
+            self.count_money(session_id, self.console_zone)
+            payment = self.get(session_id)
+            if payment is not None:
+                open_payment_incident(self, payment, time.time())
+        except Exception as error:
+            logging.getLogger("arcade.bookkeeping").error(
+                "bookkeeping of %s failed: %s: %s", session_id, type(error).__name__, error)
 
 
 class ConsoleStore(Protocol):

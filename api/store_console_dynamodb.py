@@ -29,6 +29,7 @@ from api.store_console import (
     MONEY_FIELDS,
     PROBLEM_STATES,
     UNDELIVERED_STATES,
+    AfterChange,
     AuditEntry,
     Incident,
     LastPayment,
@@ -38,6 +39,7 @@ from api.store_console import (
     Periods,
     Total,
     money_of,
+    owed_credits_of,
     periods_of,
 )
 
@@ -67,7 +69,7 @@ def total_key(granularity: str, period: str, machine_id: str) -> str:
     return f"total#{granularity}#{period}#{machine_id}"
 
 
-class ConsoleDynamoDB:
+class ConsoleDynamoDB(AfterChange):
     """Mixin for DynamoDBStore: needs its `client`, `table_name`, `get` and `_get`."""
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -364,7 +366,7 @@ class ConsoleDynamoDB:
 
     # --- payments ---------------------------------------------------------------------------
     def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]:
-        return self.search_payments(PaymentQuery(machine_id, None, start, end, limit=5000))
+        return self.payments(machine_id=machine_id, since=start, until=end, limit=5000)
 
     def last_payments(self) -> dict[str, LastPayment]:
         return {
@@ -377,43 +379,24 @@ class ConsoleDynamoDB:
 
     def owed_by_cabinet(self, since: float) -> dict[str, int]:
         owed: dict[str, int] = {}
-        for state in UNDELIVERED_STATES:
-            for payment in self.search_payments(PaymentQuery(None, state, since, None, 5000)):
-                owed[payment.machine_id] = owed.get(payment.machine_id, 0) + payment.credits
-        return owed
+        for state in UNDELIVERED_STATES:  # the by_state index: paid, not on a cabinet yet
+            for payment in self.payments(state=state, since=since, limit=5000):
+                owed[payment.machine_id] = owed.get(payment.machine_id, 0) + owed_credits_of(
+                    payment)
+        return {machine: credits for machine, credits in owed.items() if credits}
 
     def owed_credits(self, machine_id: str, since: float) -> int:
-        payments = self.search_payments(PaymentQuery(machine_id, None, since, None, limit=1000))
-        return sum(p.credits for p in payments if str(p.state) in UNDELIVERED_STATES)
+        payments = self.payments(machine_id=machine_id, since=since, limit=1000)
+        return sum(owed_credits_of(p) for p in payments if str(p.state) in UNDELIVERED_STATES)
 
     def search_payments(self, query: PaymentQuery) -> list[Payment]:
-        from api.store_dynamodb import _payment
-
-        if query.machine_id:
-            index, condition, key = "by_machine", "machine_id = :key", query.machine_id
-        else:
-            index, condition, key = "by_created", "kind = :key", "payment"
-        values: dict[str, Any] = {":key": _s(key)}
-        low = query.start if query.start is not None else 0
-        high = query.end if query.end is not None else 1e12
-        condition += " AND created_at BETWEEN :lo AND :hi"
-        values |= {":lo": _n(low), ":hi": _n(high)}
-        request: dict[str, Any] = {
-            "TableName": self.table_name, "IndexName": index,
-            "KeyConditionExpression": condition, "ExpressionAttributeValues": values,
-            "ScanIndexForward": False,
-        }
-        if query.state:
-            request["FilterExpression"] = "#state = :state"
-            request["ExpressionAttributeNames"] = {"#state": "state"}
-            values[":state"] = _s(query.state)
-            return [_payment(item) for item in self._paginate(request, query.limit, SEARCH_PAGES)]
-        return [_payment(item) for item in self._paginate(request, query.limit, None)]
+        return self.payments(machine_id=query.machine_id, state=query.state, since=query.start,
+                             until=query.end, limit=query.limit)
 
     def problem_payments(self, since: float, limit: int = 200) -> list[Payment]:
         found: list[Payment] = []
         for state in PROBLEM_STATES:
-            found += self.search_payments(PaymentQuery(None, state, since, None, limit))
+            found += self.payments(state=state, since=since, limit=limit)
         return sorted(found, key=lambda p: p.created_at, reverse=True)[:limit]
 
 

@@ -15,6 +15,7 @@ from api.store_console import (
     MONEY_FIELDS,
     PROBLEM_STATES,
     UNDELIVERED_STATES,
+    AfterChange,
     AuditEntry,
     Incident,
     LastPayment,
@@ -24,6 +25,7 @@ from api.store_console import (
     Periods,
     Total,
     money_of,
+    owed_credits_of,
     periods_of,
 )
 
@@ -107,7 +109,7 @@ _SUMS = ", ".join(f"sum({name}) AS {name}" for name in (*MONEY_FIELDS, "gameover
 _COUNTERS = (*MONEY_FIELDS, "gameovers")
 
 
-class ConsoleSQLite:
+class ConsoleSQLite(AfterChange):
     """Mixin for SQLiteStore: needs its `_execute` and `_connection`."""
 
     def _console_schema(self) -> None:
@@ -306,7 +308,7 @@ class ConsoleSQLite:
 
     # --- payments ---------------------------------------------------------------------------
     def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]:
-        return self.search_payments(PaymentQuery(machine_id, None, start, end, limit=5000))
+        return self.payments(machine_id=machine_id, since=start, until=end, limit=5000)
 
     def last_payments(self) -> dict[str, LastPayment]:
         rows = self._execute(
@@ -315,52 +317,26 @@ class ConsoleSQLite:
         return {row["machine_id"]: LastPayment(**dict(row)) for row in rows}
 
     def owed_by_cabinet(self, since: float) -> dict[str, int]:
-        marks = ", ".join("?" for _ in UNDELIVERED_STATES)
-        rows = self._execute(
-            f"SELECT machine_id, sum(credits) AS owed FROM payments INDEXED BY payments_by_state"
-            f" WHERE state IN ({marks}) AND created_at >= ? GROUP BY machine_id",
-            (*UNDELIVERED_STATES, since),
-        )
-        return {row["machine_id"]: row["owed"] for row in rows}
+        owed: dict[str, int] = {}
+        for state in UNDELIVERED_STATES:
+            for payment in self.payments(state=state, since=since, limit=10_000):
+                owed[payment.machine_id] = owed.get(payment.machine_id, 0) + owed_credits_of(
+                    payment)
+        return {machine: credits for machine, credits in owed.items() if credits}
 
     def owed_credits(self, machine_id: str, since: float) -> int:
-        marks = ", ".join("?" for _ in UNDELIVERED_STATES)
-        row = self._execute(
-            f"SELECT coalesce(sum(credits), 0) AS owed FROM payments WHERE machine_id = ?"
-            f" AND created_at >= ? AND state IN ({marks})",
-            (machine_id, since, *UNDELIVERED_STATES),
-        ).fetchone()
-        return row["owed"]
+        payments = self.payments(machine_id=machine_id, since=since, limit=1000)
+        return sum(owed_credits_of(p) for p in payments if str(p.state) in UNDELIVERED_STATES)
 
     def search_payments(self, query: PaymentQuery) -> list[Payment]:
-        from api.store_sqlite import _COLUMNS, _payment
-
-        where, params = [], []
-        for column, operator, value in (
-            ("machine_id", "=", query.machine_id),
-            ("state", "=", query.state),
-            ("created_at", ">=", query.start),
-            ("created_at", "<", query.end),
-        ):
-            if value is not None:
-                where.append(f"{column} {operator} ?")
-                params.append(value)
-        sql = f"SELECT {_COLUMNS} FROM payments"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = self._execute(sql + " ORDER BY created_at DESC LIMIT ?", (*params, query.limit))
-        return [_payment(row) for row in rows]
+        return self.payments(machine_id=query.machine_id, state=query.state, since=query.start,
+                             until=query.end, limit=query.limit)
 
     def problem_payments(self, since: float, limit: int = 200) -> list[Payment]:
-        from api.store_sqlite import _COLUMNS, _payment
-
-        marks = ", ".join("?" for _ in PROBLEM_STATES)
-        rows = self._execute(
-            f"SELECT {_COLUMNS} FROM payments WHERE state IN ({marks}) AND created_at >= ?"
-            " ORDER BY created_at DESC LIMIT ?",
-            (*PROBLEM_STATES, since, limit),
-        )
-        return [_payment(row) for row in rows]
+        found: list[Payment] = []
+        for state in PROBLEM_STATES:
+            found += self.payments(state=state, since=since, limit=limit)
+        return sorted(found, key=lambda p: p.created_at, reverse=True)[:limit]
 
 
 def _last_day(granularity: str, last: Periods) -> str:

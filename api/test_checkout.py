@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from flask import Blueprint, current_app, render_template_string, request
+from flask import Blueprint, current_app, redirect, render_template_string, request, url_for
 
 from api.errors import error_response
 from api.logs import note
@@ -102,8 +102,9 @@ def pay(machine_id: str):
     # Through the real webhook route, signature check included.
     answer = current_app.test_client().post("/webhook", data=body, headers=headers)
     note(machine=machine_id, session=session_id, result="test_checkout")
-    result = (answer.json or {}).get("result", "")
-    if answer.status_code == 200 and result in ("published", "duplicate"):
-        return render(machine_id, f"Paid (test): {credits} credit(s) sent to {machine_id}.")
+    if answer.status_code == 200:
+        # Where a real Payment Link sends the player: the receipt, following the credit live
+        # (delivered, or refunded if the cabinet cannot be reached).
+        return redirect(url_for("receipt.page", session_id=session_id), 303)
     error = (answer.json or {}).get("error", "unknown error")
     return render(machine_id, f"Not credited: {error}", ok=False, status=answer.status_code)

@@ -10,20 +10,18 @@ from dataclasses import dataclass
 
 from flask import abort, flash, g, redirect, request, url_for
 
-from api import bookkeeping, crediting
+from api import crediting, ledger
 from api.console import bp
 from api.console.auth import audit
 from api.console.pages import money, render_page
 from api.console.payments import payment_or_404
+from api.ledger import REFUNDABLE
 from api.machines import is_valid_machine_id
-from api.publisher import PublishError
 from api.services import services
-from api.store import Payment, State
+from api.store import Payment
 from api.store_console import COMP_PREFIX, is_comp
 
 MAX_COMP_CREDITS = 50
-RESENDABLE = (State.CLAIMED, State.PUBLISHED, "undeliverable", "paid")
-REFUNDABLE_NOT = (State.REFUNDED, State.FAILED, State.PENDING, "refunded_but_delivered")
 
 
 class ActionRefused(Exception):
@@ -39,46 +37,50 @@ class Action:
     back: str  # where to go afterwards
 
 
-# --- the actions themselves (plain functions over the services) ---------------------------------
+# --- the actions themselves: the same calls as `arcade ledger resend / refund` -----------------
 def resend(payment: Payment) -> str:
-    """Publish the payment's coinpulses again, with the same ids."""
+    """Publish again the parts the cabinet has not confirmed, with the same ids (a cabinet that
+    has one already drops the repeat), while their deadline allows."""
     svc = services()
-    if str(payment.state) not in [str(s) for s in RESENDABLE]:
-        raise ActionRefused(f"this payment is {payment.state}: it is not waiting for delivery")
-    try:
-        svc.publisher.publish(crediting.coinpulse_messages(svc, payment))
-    except PublishError as error:
-        raise ActionRefused(f"the broker did not confirm: {error}") from None
-    return f"published again ({payment.credits} credit(s), same id)"
+    parts = [p for p in payment.parts if ledger.publishable(p, time.time(), resend=True)]
+    if not parts:
+        raise ActionRefused(f"nothing to resend: the payment is {payment.state} (every part is"
+                            " confirmed, refunded or past its deadline)")
+    outcome = crediting.credit(svc, payment, resend=True)
+    svc.store.noted(payment.session_id, "operator_resend", f"{g.operator}: {outcome.result}",
+                    time.time())
+    if outcome.status != 200:
+        raise ActionRefused(f"not published: {outcome.error}")
+    if outcome.result != "published":
+        raise ActionRefused(f"not published again ({outcome.result})")
+    listed = ", ".join(f"{p.id} ({p.credits} credits)" for p in parts)
+    return f"published again ({outcome.result}): {listed}"
+
+
+def refundable_parts(payment: Payment) -> list:
+    return [] if payment.disputed else [p for p in payment.parts if p.state in REFUNDABLE]
 
 
 def refund(payment: Payment, reason: str) -> str:
-    """Refund the whole payment through Stripe (idempotent per payment), then record it."""
-    import stripe
-
-    from api.payments import PaymentsError, stripe_client
+    """Refund now, through Stripe, the parts the cabinet has not confirmed (once per part:
+    the ledger's refund claim and Stripe's idempotency key)."""
+    from api import refunds
 
     svc = services()
+    parts = refundable_parts(payment)
     if is_comp(payment.session_id):
         raise ActionRefused("a comp credit has no money to refund")
-    if str(payment.state) in [str(s) for s in REFUNDABLE_NOT]:
-        raise ActionRefused(f"this payment is {payment.state}: it cannot be refunded")
-    if not payment.payment_intent:
-        raise ActionRefused("the payment has no payment intent: refund it in Stripe's dashboard")
-    try:
-        client = stripe_client(svc.settings)
-        client.v1.refunds.create(
-            params={"payment_intent": payment.payment_intent,
-                    "metadata": {"session_id": payment.session_id, "reason": reason[:200],
-                                 "operator": g.operator}},
-            options={"idempotency_key": f"arcade-refund-{payment.session_id}"},
-        )
-    except (stripe.StripeError, PaymentsError) as error:
-        message = getattr(error, "user_message", None) or str(error)
-        raise ActionRefused(f"Stripe: {message}") from None
-    svc.store.mark(payment.session_id, State.REFUNDED, time.time())
-    bookkeeping.after_change(svc, payment.session_id)
-    return f"refunded {money(payment.amount, payment.currency)}"
+    if not parts:
+        raise ActionRefused(f"nothing to refund: the payment is {payment.state} (refund"
+                            " delivered credits in Stripe's dashboard)")
+    results = [refunds.refund_part(svc, payment.session_id, part.id, force=True)
+               for part in parts]
+    svc.store.noted(payment.session_id, "operator_refund",
+                    f"{g.operator}: {', '.join(results)} ({reason[:100]})", time.time())
+    if "failed" in results:
+        raise ActionRefused("Stripe refused: the timeline has its answer")
+    refunded = services().store.get(payment.session_id)
+    return f"refunded {money(refunded.refunded_by_us, payment.currency)}"
 
 
 def comp(machine_id: str, credits: int) -> tuple[str, str]:
@@ -117,8 +119,11 @@ def describe(name: str) -> Action:
         if name == "resend":
             return Action(name, f"Publish the {payment.credits} credit(s) of {subject} to "
                           f"{payment.machine_id} again?", "Yes, resend", subject, back)
-        return Action(name, f"Refund {money(payment.amount, payment.currency)} of {subject} "
-                      "to the player?", "Yes, refund", subject, back)
+        from api.refunds import refund_amount
+
+        total = sum(refund_amount(payment, part) for part in refundable_parts(payment))
+        return Action(name, f"Refund {money(total, payment.currency)} of {subject} (its"
+                      f" undelivered part(s)) to the player?", "Yes, refund", subject, back)
     if not is_valid_machine_id(subject):
         abort(404, "No such cabinet.")
     back = url_for("console.cabinet", machine_id=subject)

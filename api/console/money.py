@@ -14,7 +14,15 @@ from api.console import bp, charts
 from api.console.pages import local, money, render_page, zone
 from api.console.payments import query_from
 from api.services import services
-from api.store_console import GRANULARITIES, Periods, Total, is_comp, periods_of, start_of
+from api.store_console import (
+    GRANULARITIES,
+    Periods,
+    Total,
+    is_comp,
+    money_of,
+    periods_of,
+    start_of,
+)
 
 SPAN = {"day": 30, "week": 12, "month": 12}  # periods on the chart and in the table
 CSV_MAX_DAYS = 366
@@ -131,11 +139,11 @@ def payments_csv():
         query.start = start_of(first, zone())
     query.limit = CSV_MAX_PAYMENTS
     rows = [["created", "kind", "session_id", "cabinet", "credits", "amount", "currency",
-             "state", "payment_intent", "published", "acked"]]
+             "state", "refunded", "payment_intent", "published", "done"]]
     for p in services().store.search_payments(query):
         rows.append([local(p.created_at), "comp" if is_comp(p.session_id) else "payment",
                      p.session_id, p.machine_id, p.credits, cents(p.amount),
-                     (p.currency or "").upper(), str(p.state), p.payment_intent or "",
-                     local(p.published_at) if p.published_at else "",
-                     local(p.acked_at) if p.acked_at else ""])
+                     (p.currency or "").upper(), str(p.state), cents(money_of(p).refunded),
+                     p.payment_intent or "", local(p.published_at) if p.published_at else "",
+                     local(p.done_at) if p.done_at else ""])
     return csv_response(rows, "arcade-payments.csv")

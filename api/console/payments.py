@@ -8,7 +8,6 @@ from datetime import date, timedelta
 
 from flask import abort, redirect, request, url_for
 
-from api import protocol
 from api.console import bp
 from api.console.pages import render_page, zone
 from api.machines import is_valid_machine_id
@@ -72,31 +71,17 @@ def payments():
 
 
 def parts_of(payment: Payment) -> list[dict]:
-    """The coinpulses of a purchase: the ledger's part plan when it keeps one, else the split
-    the API publishes (protocol.split_credits with MAX_CREDITS_PER_MESSAGE)."""
-    store = services().store
-    if hasattr(store, "parts"):
-        return [vars(part) if not isinstance(part, dict) else part
-                for part in store.parts(payment.session_id)]
-    limit = services().settings.max_credits_per_message
-    return [{"id": part_id, "credits": credits, "state": str(payment.state)}
-            for part_id, credits in protocol.split_credits(payment.session_id, payment.credits,
-                                                           limit)]
+    """The coinpulses of a purchase as the ledger planned them, each with its own state."""
+    return [{"id": part.id, "credits": part.credits, "state": str(part.state),
+             "reason": part.reason, "amount": part.amount} for part in payment.parts]
 
 
 def timeline_of(payment: Payment) -> list[Step]:
-    store = services().store
-    if hasattr(store, "timeline"):
-        return [Step(getattr(e, "at", None), getattr(e, "what", str(e)),
-                     getattr(e, "detail", "")) for e in store.timeline(payment.session_id)]
-    steps = [Step(payment.created_at, "comp credit" if is_comp(payment.session_id) else "paid",
-                  f"{payment.credits} credit(s)")]
-    if payment.published_at:
-        steps.append(Step(payment.published_at, "published", "the broker confirmed (PUBACK)"))
-    if payment.acked_at:
-        steps.append(Step(payment.acked_at, "done", "the cabinet pulsed every credit"))
-    if payment.state in (State.REFUNDED, State.DISPUTED, State.FAILED):
-        steps.append(Step(payment.updated_at, str(payment.state)))
+    """The payment's events (paid, published with the broker's reason code, received, done,
+    refunded, an operator's action…), oldest first."""
+    steps = [Step(event.at, event.kind.replace("_", " "),
+                  " ".join(x for x in (event.part, event.detail) if x))
+             for event in payment.events]
     return sorted(steps, key=lambda step: step.at or 0)
 
 

@@ -57,13 +57,15 @@ def test_pay_button_credits_once_through_the_webhook(test_app, subscribe):
     client = test_app.test_client()
     session_id = session_id_on(client.get("/test-checkout/machine_123").get_data(as_text=True))
     paid = client.post("/test-checkout/machine_123", data={"session_id": session_id})
-    assert paid.status_code == 200
-    assert "Paid (test): 2 credit(s) sent to machine_123." in paid.get_data(as_text=True)
+    # Lands on the receipt, as a real Payment Link does after paying.
+    assert (paid.status_code, paid.location) == (303, f"/receipt/{session_id}")
     message = listener.next().json()
     assert (message["id"], message["credits"]) == (session_id, 2)
+    receipt = client.get(paid.location).get_data(as_text=True)
+    assert "sending 2 credits to machine_123" in receipt
     # A double click or a reload of the same form pays once.
     again = client.post("/test-checkout/machine_123", data={"session_id": session_id})
-    assert again.status_code == 200
+    assert (again.status_code, again.location) == (303, f"/receipt/{session_id}")
     assert listener.nothing_more() == []
     stored = test_app.extensions["arcade"].store.get(session_id)
     assert stored.state == State.PUBLISHED and stored.amount == 200

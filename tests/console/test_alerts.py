@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import queue
+from dataclasses import replace
 
 import pytest
 
 from api import alerts
+from api.ledger import plan_parts
 from api.settings import settings_from_env
-from api.store import Cabinet, Payment, State
+from api.store import Cabinet, Payment
 
 NOW = 1_800_000_000.0
 
@@ -20,9 +22,11 @@ def settings(url="", **more):
 
 
 def owe(store, machine_id="cab-a", at=NOW - 1200):
-    payment = Payment(f"cs_{machine_id}_{at}", machine_id, 2, 200, "usd", "pi_1")
-    store.claim(payment, "t", at, 60)
-    store.mark_published(payment.session_id, "t", at)
+    """A paid purchase the broker took and the cabinet has not confirmed."""
+    payment = Payment(f"cs_{machine_id}_{int(at)}", machine_id, 2, 200, "usd", f"pi_{int(at)}")
+    parts = plan_parts(payment.session_id, 2, 200, 20, at, 180, 60)
+    store.claim(replace(payment, parts=parts, paid_at=at), "t", at, 60)
+    store.published(payment.session_id, "t", {part.id: 0 for part in parts}, at)
     return payment
 
 
@@ -54,7 +58,7 @@ def test_offline_cabinet_owing_credits_alerts_once(store, alert_receiver):
 def test_problem_payments_alert_once_each(store, alert_receiver):
     config = settings(alert_receiver.url, ALERT_WEBHOOK_TOPIC="arcade-alerts")
     payment = owe(store, "cab-a", at=NOW - 10)
-    store.mark(payment.session_id, State.DISPUTED, NOW - 5)
+    store.stripe_disputed(payment.session_id, NOW - 5)
     assert alerts.sweep(store, config, NOW) == [f"payment:{payment.session_id}:disputed"]
     body = received(alert_receiver)["json"]
     assert body["topic"] == "arcade-alerts" and body["title"] == "Arcade STEM: disputed"

@@ -7,9 +7,19 @@ import csv
 import io
 import time
 
+import pytest
+
 from api.store import Cabinet
 from tests.api.conftest import checkout_session, deliver, stripe_event
 from tests.console.conftest import csrf_of
+
+
+@pytest.fixture(autouse=True)
+def cabinets_listening(subscribe):
+    """Someone subscribed to the cabinets' coinpulses: the broker (MQTT 5) then takes them
+    (without, it answers "no matching subscribers" and the payment is undeliverable)."""
+    return subscribe(["arcade/machine/machine_123/coinpulse",
+                      "arcade/machine/machine_456/coinpulse"])
 
 
 def text(answer) -> str:
@@ -65,7 +75,7 @@ def test_a_payment_is_found_by_session_intent_cabinet_and_state(operator_client)
     by_intent = operator_client.get(f"/console/payments?q={session['payment_intent']}")
     assert by_intent.headers["Location"] == f"/console/payments/{session['id']}"
     page = text(operator_client.get(f"/console/payments/{session['id']}"))
-    for expected in ("published", "paid", "2 credit(s)", "2.00 USD", "Open in Stripe",
+    for expected in ("published", "paid", "<dd>2</dd>", "2.00 USD", "Open in Stripe",
                      f"https://dashboard.stripe.com/test/payments/{session['payment_intent']}"):
         assert expected in page
     listing = text(operator_client.get("/console/payments?machine=machine_456"))
@@ -92,27 +102,34 @@ def test_comp_is_confirmed_then_pulses_the_cabinet_with_its_own_id(operator_clie
     assert payments[1][1:3] == ["comp", message.json()["id"]]
 
 
-def test_resend_publishes_the_same_id_again(operator_client, subscribe):
-    coinpulses = subscribe("arcade/machine/machine_123/coinpulse")
-    session = pay(operator_client, "machine_123")
-    first = coinpulses.wait_for(1)[0].json()
+def test_resend_publishes_an_undeliverable_credit_with_the_same_id(operator_client, subscribe):
+    # Nobody subscribed to cab-a: the broker (MQTT 5) says "no matching subscribers".
+    session = pay(operator_client, "cab-a")
+    page = text(operator_client.get(f"/console/payments/{session['id']}"))
+    assert "undeliverable" in page and "No matching subscribers" in page
+    assert "1 needs attention" in text(operator_client.get("/console"))
+    coinpulses = subscribe("arcade/machine/cab-a/coinpulse")  # the cabinet is back
     done = act(operator_client, "resend", session["id"], reason="cabinet was rebooted")
-    assert "Done: published again" in text(done)
-    again = coinpulses.wait_for(1)[0].json()
-    assert again["id"] == first["id"] == session["id"] and again["credits"] == 2
+    assert f"Done: published again (published): {session['id']} (2 credits)" in text(done)
+    [again] = coinpulses.wait_for(1)
+    assert again.json()["id"] == session["id"] and again.json()["credits"] == 2
+    page = text(operator_client.get(f"/console/payments/{session['id']}"))
+    assert "operator resend" in page
+    nothing = act(operator_client, "resend", session["id"], reason="again?")
+    assert "Not done: " in text(nothing)
 
 
 def test_refund_goes_to_stripe_once_and_leaves_the_takings(operator_client, stripe_api):
-    session = pay(operator_client, "machine_123", amount=300, credits=3)
+    session = pay(operator_client, "machine_123", amount=300, credits=3)  # not delivered yet
     done = act(operator_client, "refund", session["id"], reason="never got the credits")
     assert "Done: refunded 3.00 USD" in text(done)
     [call] = stripe_api.calls("POST", "/v1/refunds")
     assert call["form"]["payment_intent"] == session["payment_intent"]
     assert call["headers"]["Idempotency-Key"] == f"arcade-refund-{session['id']}"
     page = text(operator_client.get(f"/console/payments/{session['id']}"))
-    assert "refunded" in page
+    assert "refunded" in page and "operator refund" in page
     again = act(operator_client, "refund", session["id"], reason="twice?")
-    assert "Not done: this payment is refunded: it cannot be refunded" in text(again)
+    assert "Not done: nothing to refund" in text(again)
     assert len(stripe_api.calls("POST", "/v1/refunds")) == 1
     money = text(operator_client.get("/console/money"))
     assert "−3.00 USD" not in money and "0.00 USD" in money

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from api.store import Cabinet, Payment, State
+from api.ledger import plan_parts
+from api.store import Cabinet, Payment
 from api.store_console import AuditEntry, Incident, PaymentQuery, periods_of
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -16,11 +18,21 @@ DAY = 86400
 
 
 def paid(store, session_id, machine="cab-a", amount=200, credits=2, at=T0, currency="usd"):
+    """A paid purchase the broker took (as crediting.credit leaves it)."""
     payment = Payment(session_id, machine, credits, amount, currency, f"pi_{session_id}")
-    assert str(store.claim(payment, "tok", at, 60)) == "claimed"
-    store.mark_published(session_id, "tok", at)
-    store.count_money(session_id, UTC_ZONE)
+    parts = plan_parts(session_id, credits, amount, 20, at, 180, 60)
+    assert str(store.claim(replace(payment, parts=parts, paid_at=at), "tok", at, 60)) == "claimed"
+    store.published(session_id, "tok", {part.id: 0 for part in parts}, at)
+    store.count_money(session_id, UTC_ZONE)  # the store did it already: counting is idempotent
     return payment
+
+
+def refund(store, session_id, amount, at=T0 + 1):
+    store.stripe_refunded(session_id, amount, at)
+
+
+def dispute(store, session_id, at=T0 + 1):
+    store.stripe_disputed(session_id, at)
 
 
 def test_operators_are_stored_replaced_and_removed(store):
@@ -71,7 +83,7 @@ def test_money_is_counted_once_and_refunds_are_subtracted(store):
     paid(store, "cs_2", amount=500, credits=5, at=T0 + 60)
     paid(store, "cs_3", machine="cab-b", amount=100, credits=1, currency="eur")
     store.count_money("cs_1", UTC_ZONE)  # again: nothing changes
-    store.mark("cs_2", State.REFUNDED, T0 + 120)
+    refund(store, "cs_2", 500, T0 + 120)
     store.count_money("cs_2", UTC_ZONE)
     store.count_money("cs_2", UTC_ZONE)
     rows = {(t.machine_id, t.currency): t for t in store.period_totals("day", "2026-12-01")}
@@ -85,7 +97,7 @@ def test_money_is_counted_once_and_refunds_are_subtracted(store):
 
 def test_disputes_are_subtracted_and_comps_counted_apart(store):
     paid(store, "cs_d", amount=300, credits=3)
-    store.mark("cs_d", State.DISPUTED, T0 + 5)
+    dispute(store, "cs_d", T0 + 5)
     store.count_money("cs_d", UTC_ZONE)
     paid(store, "comp_abc", amount=None, credits=4, currency=None)
     rows = {(t.machine_id, t.currency): t for t in store.period_totals("day", "2026-12-01")}
@@ -113,7 +125,7 @@ def test_concurrent_counting_of_one_payment_counts_it_once(store_factory):
     store = store_factory()
     for i in range(5):
         paid(store, f"cs_c{i}")
-    store.mark("cs_c0", State.REFUNDED, T0 + 1)
+    refund(store, "cs_c0", 200)
     errors = []
 
     def count(i):
@@ -138,7 +150,7 @@ def test_payment_search_and_problems(store):
     paid(store, "cs_x1", at=T0)
     paid(store, "cs_x2", machine="cab-b", at=T0 + 10)
     paid(store, "cs_x3", at=T0 + 20)
-    store.mark("cs_x3", State.DISPUTED, T0 + 30)
+    dispute(store, "cs_x3", T0 + 30)
     ids = lambda found: [p.session_id for p in found]  # noqa: E731
     assert ids(store.search_payments(PaymentQuery())) == ["cs_x3", "cs_x2", "cs_x1"]
     assert ids(store.search_payments(PaymentQuery(machine_id="cab-a"))) == ["cs_x3", "cs_x1"]
@@ -146,7 +158,7 @@ def test_payment_search_and_problems(store):
     assert ids(store.search_payments(PaymentQuery(start=T0 + 5, end=T0 + 15))) == ["cs_x2"]
     assert ids(store.problem_payments(T0 - 1)) == ["cs_x3"]
     assert ids(store.payments_between("cab-a", T0, T0 + 21)) == ["cs_x3", "cs_x1"]
-    assert store.owed_credits("cab-a", T0 - 1) == 2  # cs_x1 published, not acked
+    assert store.owed_credits("cab-a", T0 - 1) == 2  # cs_x1 published, not done
 
 
 def test_retired_cabinets_and_cabinet_listing(store):
@@ -167,5 +179,5 @@ def test_last_payment_per_cabinet_and_credits_owed(store):
     last = store.last_payments()
     assert (last["cab-a"].session_id, last["cab-a"].amount) == ("cs_l1", 200)
     assert last["cab-b"].session_id == "cs_l2"
-    store.mark("cs_l1", State.ACKED, T0 + 60)
+    store.ack("cab-a", "cs_l1", "done", "", T0 + 60)
     assert store.owed_by_cabinet(T0 - 1) == {"cab-a": 2, "cab-b": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -77,7 +78,9 @@ def test_the_http_api_routes_are_exactly_the_apps_routes(function, tmp_path):
         if rule.endpoint != "static"
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    events = function["Properties"]["Events"].values()
+    # HTTP API paths name parameters {like_this}, Flask <like_this>.
+    served = {(re.sub(r"<([^>]+)>", r"{\1}", path), method) for path, method in served}
+    events = [e for e in function["Properties"]["Events"].values() if e["Type"] != "Schedule"]
     routed = {(e["Properties"]["Path"], e["Properties"]["Method"]) for e in events}
     # The console (its own sign-in) is routed whole: /console and everything under it.
     console = {("/console", "ANY"), ("/console/{proxy+}", "ANY")}
@@ -87,6 +90,13 @@ def test_the_http_api_routes_are_exactly_the_apps_routes(function, tmp_path):
     for event in events:
         assert event["Type"] == "HttpApi"
         assert event["Properties"]["PayloadFormatVersion"] == "2.0"
+
+
+def test_the_sweep_runs_on_a_schedule_in_the_same_function(function):
+    """EventBridge → the API's own function (api/lambda_handler.py recognises the event)."""
+    [schedule] = [e for e in function["Properties"]["Events"].values() if e["Type"] == "Schedule"]
+    assert schedule["Properties"]["Schedule"] == "rate(1 minute)"
+    assert "Input" not in schedule["Properties"]  # the plain "Scheduled Event" it expects
 
 
 class RecordingEnv(dict):

@@ -31,7 +31,7 @@ from tools.broker import Broker, free_port
 SETTING_PREFIXES = (
     "MQTT_", "STRIPE_", "STORE_URL", "CLAIM_", "TEST_CHECKOUT", "MACHINE_", "ARCADE_", "PRICE_ID",
     "ALLOWED_PRICE_IDS", "CENTS_PER_CREDIT", "CREDITS_PER_PURCHASE", "MAX_CREDITS", "PUBLIC_URL",
-    "WEBHOOK_TOLERANCE",
+    "WEBHOOK_TOLERANCE", "REFUND_", "SWEEP_", "INGEST_",
 )
 
 
@@ -291,7 +291,7 @@ def wait_delivered(site: Site, timeout: float = 60.0) -> None:
         cabinet.wait_for(lambda events, s=sessions: set(s) <= acked_ids(events), timeout,
                          f"acks for {len(sessions)} payments")
     total = sum(len(sessions) for sessions in site.paid.values())
-    site.listener.output.wait_count('"recorded":"acked"', total, timeout)
+    site.listener.output.wait_count('"recorded":"done"', total, timeout)
 
 
 def acked_ids(events: list[dict]) -> set[str]:
@@ -321,12 +321,13 @@ def assert_credited(site: Site, bound: int = 0) -> None:
 
 
 def assert_ledger(rows: list[Payment], owed: dict[str, int], machine_id: str) -> None:
-    """One row per paid session (no more), each acked with the credits paid."""
+    """One row per paid session (no more), each done with the credits paid."""
     assert sorted(p.session_id for p in rows) == sorted(owed), machine_id
     for payment in rows:
-        assert payment.state == State.ACKED, payment
+        assert payment.state == State.DONE, payment
         assert payment.credits == owed[payment.session_id], payment
-        assert payment.published_at is not None and payment.acked_at is not None, payment
+        assert sum(part.credits for part in payment.parts) == payment.credits, payment
+        assert payment.done_at is not None, payment
 
 
 def ledger_command(site: Site, *args: str) -> str:

@@ -6,7 +6,7 @@ import time
 
 from click.testing import CliRunner
 
-from api.store import Cabinet, Payment, State
+from api.store import Cabinet, Heartbeat, Payment, planned
 from api.store_sqlite import SQLiteStore
 from tools.cli import cli
 
@@ -14,40 +14,62 @@ from tools.cli import cli
 def ledger_at(tmp_path):
     store = SQLiteStore(str(tmp_path / "arcade.db"))
     now = time.time()
-    for session_id, machine_id, state in [
-        ("cs_acked", "cab-a", State.ACKED),
-        ("cs_stuck", "cab-a", State.PUBLISHED),
-        ("cs_other", "cab-b", State.PUBLISHED),
+    for session_id, machine_id, done in [
+        ("cs_done", "cab-a", True),
+        ("cs_stuck", "cab-a", False),
+        ("cs_other", "cab-b", False),
     ]:
-        store.claim(Payment(session_id, machine_id, 2, 200, "usd"), "t", now, 60)
-        store.mark_published(session_id, "t", now)
-        if state == State.ACKED:
-            store.mark(session_id, State.ACKED, now)
-    store.cabinet_seen(Cabinet("cab-a", "offline", now, "1.0.0", 2))
+        store.claim(planned(Payment(session_id, machine_id, 2, 200, "usd"), now=now), "t", now, 60)
+        store.published(session_id, "t", {session_id: 0}, now)
+        if done:
+            store.ack(machine_id, session_id, "done", "", now)
+    store.record(Payment("cs_wait", "cab-a", 1, 100, "usd"), now)  # awaiting payment
+    store.cabinet_seen(Cabinet("cab-a", "offline", now, "1.0.0", 2, "clock_unset"))
+    store.heartbeat(Heartbeat("listener", now - 5, {"connected": True, "recorded": 7}))
     return f"sqlite:///{tmp_path / 'arcade.db'}"
 
 
-def run(tmp_path, *args, store_url):
+def run(*args, store_url):
     return CliRunner().invoke(cli, ["ledger", *args], env={"STORE_URL": store_url})
 
 
-def test_ledger_lists_payments_and_cabinets(tmp_path):
-    result = run(tmp_path, store_url=ledger_at(tmp_path))
+def test_ledger_lists_payments_cabinets_and_delivery_health(tmp_path):
+    result = run(store_url=ledger_at(tmp_path))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert any("cs_acked" in line and "acked" in line and "2.00 USD" in line for line in lines)
-    assert any("cs_stuck" in line and "published" in line for line in lines)
-    assert any(line.startswith("cab-a") and "offline" in line for line in lines)
+    assert any("cs_done" in line and " done " in line and "2.00 USD" in line for line in lines)
+    assert any("cs_stuck" in line and " published " in line and "0/1" in line for line in lines)
+    assert any("cs_wait" in line and " pending " in line for line in lines)
+    assert any(line.startswith("cab-a") and "offline" in line and "clock_unset" in line
+               for line in lines)
+    assert any(line.startswith("listener") and " ok " in line and "recorded 7" in line
+               for line in lines)
 
 
 def test_undelivered_for_one_machine(tmp_path):
-    result = run(tmp_path, "--machine", "cab-a", "--undelivered", store_url=ledger_at(tmp_path))
+    result = run("--machine", "cab-a", "--undelivered", store_url=ledger_at(tmp_path))
     assert result.exit_code == 0, result.output
     assert "cs_stuck" in result.output
-    assert "cs_acked" not in result.output and "cs_other" not in result.output
+    for other in ("cs_done", "cs_other", "cs_wait"):
+        assert other not in result.output
+
+
+def test_show_prints_parts_and_timeline(tmp_path):
+    result = run("show", "cs_done", store_url=ledger_at(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "cs_done" in result.output and "timeline" in result.output
+    kinds = [line.split()[2] for line in result.output.split("timeline (UTC)")[1].splitlines()
+             if line.strip()]
+    assert kinds == ["paid", "published", "done"]
+
+
+def test_show_an_unknown_payment_is_one_line(tmp_path):
+    result = run("show", "cs_nope", store_url=ledger_at(tmp_path))
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: no payment 'cs_nope' in the ledger"
 
 
 def test_missing_ledger_is_one_clear_line(tmp_path):
-    result = run(tmp_path, store_url=f"sqlite:///{tmp_path / 'nothing.db'}")
+    result = run(store_url=f"sqlite:///{tmp_path / 'nothing.db'}")
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: no ledger at")
