@@ -41,31 +41,27 @@ def read_password(from_stdin: bool) -> str:
     return password
 
 
-@click.group()
+@click.group(epilog="""\b
+Examples:
+  arcade operator add ana
+  arcade operator add ana --print     # a CONSOLE_OPERATORS entry instead (Lambda)
+  arcade operator list
+""")
 def operator() -> None:
-    """Operator accounts of the console (/console): add, list, remove.
-
-    \b
-    Examples:
-      arcade operator add ana
-      arcade operator add ana --print     # a CONSOLE_OPERATORS entry instead (Lambda)
-      arcade operator list
-    """
+    """Operator accounts of the console (/console): add, list, remove."""
 
 
-@operator.command()
+@operator.command(epilog="""\b
+Examples:
+  arcade operator add ana
+  arcade operator add ana --print    # for CONSOLE_OPERATORS (Lambda)
+""")
 @click.argument("name")
 @click.option("--print", "print_only", is_flag=True,
               help="Print a CONSOLE_OPERATORS entry instead of writing to the ledger.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def add(name: str, print_only: bool, password_stdin: bool) -> None:
-    """Add an operator (or change their password); asks for the password twice.
-
-    \b
-    Examples:
-      arcade operator add ana
-      arcade operator add ana --print    # for CONSOLE_OPERATORS (Lambda)
-    """
+    """Add an operator (or change their password); asks for the password twice."""
     from api.console.auth import hash_password
 
     check_name(name)
@@ -78,14 +74,12 @@ def add(name: str, print_only: bool, password_stdin: bool) -> None:
     click.echo(f"operator {name} can now sign in at /console")
 
 
-@operator.command(name="list")
+@operator.command(name="list", epilog="""\b
+Example:
+  arcade operator list
+""")
 def list_operators() -> None:
-    """List the operators stored in the ledger (and those of CONSOLE_OPERATORS).
-
-    \b
-    Example:
-      arcade operator list
-    """
+    """List the operators stored in the ledger (and those of CONSOLE_OPERATORS)."""
     from api.settings import SettingsError, parse_operators
 
     try:
@@ -100,15 +94,13 @@ def list_operators() -> None:
         click.echo(f"{name}  (CONSOLE_OPERATORS)")
 
 
-@operator.command()
+@operator.command(epilog="""\b
+Example:
+  arcade operator remove ana
+""")
 @click.argument("name")
 def remove(name: str) -> None:
-    """Remove an operator from the ledger; their open sessions end at their next click.
-
-    \b
-    Example:
-      arcade operator remove ana
-    """
+    """Remove an operator from the ledger; their open sessions end at their next click."""
     if not ledger().remove_operator(check_name(name)):
         raise UserError(f"no operator {name} in the ledger")
     click.echo(f"removed operator {name}")
