@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,41 +45,53 @@ def machine(i: int) -> str:
 
 
 def seed_sqlite(path: Path, cabinets: int, payments: int, now: float) -> None:
-    from api.store_sqlite import SQLiteStore
+    """Payments over 200 days, as the ledger stores them (a document per payment with its parts,
+    delivered), and the totals, counted records and last payments count_money would leave."""
+    from dataclasses import replace
+
+    from api import ledger
+    from api.store_console import periods_of
+    from api.store_sqlite import _UPSERT, SQLiteStore, _columns
 
     store = SQLiteStore(str(path))
     rng = random.Random(13)
-    db = store._connection()
-    db.execute("BEGIN")
-    rows = []
+    zone = ZoneInfo("UTC")
+    rows, counted, totals, last = [], [], {}, {}
     for n in range(payments):
         created = now - rng.random() * 200 * DAY
-        state = "acked" if n % 500 else "published"
         amount = rng.choice((100, 200, 500))
-        rows.append((f"cs_bench_{n:07d}", machine(rng.randrange(cabinets)), amount // 100, amount,
-                     "usd", f"pi_bench_{n:07d}", state, created, created, created,
-                     created + 2 if state == "acked" else None))
+        cabinet = machine(rng.randrange(cabinets))
+        session_id = f"cs_bench_{n:07d}"
+        parts = ledger.plan_parts(session_id, amount // 100, amount, 20, created, 180, 60)
+        delivered = n % 500 != 0  # one in 500 still on its way
+        for part in parts:
+            part.state = ledger.PartState.DONE if delivered else ledger.PartState.PUBLISHED
+            part.published_at = created + 0.01
+            part.done_at = created + 2 if delivered else None
+        payment = ledger.finish(replace(
+            Payment(session_id, cabinet, amount // 100, amount, "usd", f"pi_bench_{n:07d}"),
+            parts=parts, paid_at=created, created_at=created, version=1), created)
+        rows.append(_columns(payment))
+        counted.append((session_id, "usd", amount, 0, 0, 1, amount // 100, 0))
+        periods = periods_of(created, zone)
+        for owner in (cabinet, "*"):
+            key = (periods.day, owner)
+            total = totals.setdefault(key, [periods.week, periods.month, 0, 0, 0])
+            total[2] += amount
+            total[3] += 1
+            total[4] += amount // 100
+        if created > last.get(cabinet, (0,))[0]:
+            last[cabinet] = (created, session_id, amount)
+    db = store._connection()
+    db.execute("BEGIN")
+    db.executemany(_UPSERT, rows)
+    db.executemany("INSERT INTO money_counted VALUES (?, ?, ?, ?, ?, ?, ?, ?)", counted)
     db.executemany(
-        "INSERT INTO payments (session_id, machine_id, credits, amount, currency, payment_intent,"
-        " state, created_at, updated_at, published_at, acked_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    # What count_money leaves behind, for every payment at once (UTC days).
-    db.execute(
         "INSERT INTO daily_totals (day, machine_id, currency, week, month, gross, payments,"
-        " credits) SELECT date(created_at, 'unixepoch'), machine_id, currency,"
-        " date(created_at, 'unixepoch', 'weekday 0', '-6 days'),"
-        " strftime('%Y-%m', created_at, 'unixepoch'), sum(amount), count(*), sum(credits)"
-        " FROM payments GROUP BY 1, 2, 3")
-    db.execute(
-        "INSERT INTO daily_totals (day, machine_id, currency, week, month, gross, payments,"
-        " credits) SELECT day, '*', currency, week, month, sum(gross), sum(payments),"
-        " sum(credits) FROM daily_totals GROUP BY day, currency")
-    db.execute(
-        "INSERT INTO money_counted SELECT session_id, currency, amount, 0, 0, 1, credits, 0"
-        " FROM payments")
-    db.execute(
-        "INSERT INTO last_payments SELECT machine_id, max(created_at), session_id, amount,"
-        " currency FROM payments GROUP BY machine_id")
+        " credits) VALUES (?, ?, 'usd', ?, ?, ?, ?, ?)",
+        [(day, owner, *values) for (day, owner), values in totals.items()])
+    db.executemany("INSERT INTO last_payments VALUES (?, ?, ?, ?, 'usd')",
+                   [(cabinet, *values) for cabinet, values in last.items()])
     db.execute("COMMIT")
     db.execute("ANALYZE")
     for i in range(cabinets):
@@ -160,14 +173,17 @@ def bench_dynamodb(cabinets: int, payments: int) -> list[tuple[str, str, str]]:
         rng = random.Random(13)
         for i in range(cabinets):
             store.cabinet_seen(Cabinet(machine(i), "online", now - 60, "1.0.0", 0))
-        from zoneinfo import ZoneInfo
+        from dataclasses import replace
+
+        from api.ledger import plan_parts
 
         for n in range(payments):
             payment = Payment(f"cs_dyn_{n:06d}", machine(rng.randrange(cabinets)), 1, 100, "usd",
                               f"pi_dyn_{n:06d}")
-            store.claim(payment, "t", now - rng.random() * 3600, 60)
-            store.mark_published(payment.session_id, "t", now)
-            store.count_money(payment.session_id, ZoneInfo("UTC"))
+            paid = now - rng.random() * 3600
+            parts = plan_parts(payment.session_id, 1, 100, 20, paid, 180, 60)
+            store.claim(replace(payment, parts=parts, paid_at=paid), "t", paid, 60)
+            store.published(payment.session_id, "t", {p.id: 0 for p in parts}, paid)
         store.put_operator(OPERATOR, hash_password(PASSWORD), now)
         client = signed_in_client(app)
         counter = Counter(store.client)
