@@ -151,10 +151,10 @@ class Api(Service):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if requests.get(f"{self.url}/status", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}/status", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # still importing the app (slow on a busy machine): ask again
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the API did not start:\n{self.output.text}")
             time.sleep(0.05)
