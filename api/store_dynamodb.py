@@ -117,7 +117,8 @@ class DynamoDBStore(LedgerOps):
         return self._dynamodb
 
     # --- payments -----------------------------------------------------------------------------
-    def update(self, session_id: str, change: Change[T], now: float) -> T:
+    def update(self, session_id: str, change: Change[T], now: float, durable: bool = True) -> T:
+        # Every DynamoDB write is durable when acknowledged; `durable` changes nothing here.
         key = _session_key(session_id)
         for _ in range(_ATTEMPTS):
             item = self._get(key)
