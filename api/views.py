@@ -117,7 +117,11 @@ def gameover():
         return error_response(503, "MACHINE_TOKEN_SECRET is not set on the server")
     token = bearer_token()
     if not token or not token_matches(secret, machine_id, token):
-        return error_response(401, "a valid 'Authorization: Bearer <machine token>' is required")
+        return error_response(
+            401,
+            "a valid 'Authorization: Bearer <machine token>' is required: the cabinet's token is "
+            f"printed by `arcade provision {machine_id} --token-only`",
+        )
     message = protocol.gameover(machine_id)
     topic = protocol.topic(svc.settings.mqtt_topic_prefix, machine_id, protocol.GAMEOVER)
     try:

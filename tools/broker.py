@@ -103,6 +103,7 @@ class Broker:
     tls: TlsFiles | None = None
     host: str = "127.0.0.1"
     process: subprocess.Popen | None = None
+    spawn_options: dict = field(default_factory=dict)  # more Popen arguments (env, preexec_fn)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -148,6 +149,7 @@ class Broker:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",  # who listens to what: "did my mosquitto_sub subscribe?"
             "connection_messages true",
         ]
         if self.tls:
@@ -168,6 +170,7 @@ class Broker:
             [binary, "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            **self.spawn_options,
         )
         self._wait_until_listening(timeout)
 

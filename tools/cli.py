@@ -37,15 +37,14 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attribute)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="""\b
+Example:
+  arcade run               # the whole system on this machine (make run)
+""")
 @click.version_option(package_name="arcade-stem")
 def cli() -> None:
-    """Arcade STEM: cashless payments for arcade cabinets.
-
-    \b
-    Example:
-      arcade serve --port 5000
-    """
+    """Arcade STEM: cashless payments for arcade cabinets."""
 
 
 def main() -> None:

@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import click
 
 from tools.board import esptool, mpremote
+from tools.board_state import StateKeeper
 from tools.errors import UserError
 
-# Where MicroPython's image starts, per chip (micropython.org/download: ESP32 and S2 at 0x1000
-# after the partition table's bootloader slot, the newer chips at 0).
-IMAGE_OFFSETS = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp32c3": "0x0"}
+# The firmware's pin rules (firmware/config.py) are the ESP32's (WROOM/WROVER): on the other chips
+# the pins differ (GPIO26, the default relay pin, does not exist on the C3 and drives the S2/S3's
+# flash), so only the ESP32 is offered. MicroPython's image starts at 0x1000 on it.
+CHIP = "esp32"
+IMAGE_OFFSET = "0x1000"
+OTHER_CHIPS = ("esp32s2", "esp32s3", "esp32c3", "esp32c6", "esp32h2", "esp32p4", "esp8266")
 ESP_IMAGE_MAGIC = 0xE9  # first byte of every ESP application/bootloader image
 FLASH_BAUD = "460800"
 BOOT_TIMEOUT_S = 30.0
@@ -125,19 +130,29 @@ def copy_steps(port: str, uploads: list[Upload], title: str) -> list[Step]:
 
 
 def flash_plan(port: str, chip: str, image: Path, config_uploads: list[Upload],
-               firmware: list[Upload], compile_steps: list[Step]) -> list[Step]:
+               firmware: list[Upload], compile_steps: list[Step],
+               keeper: StateKeeper) -> list[Step]:
     steps = [
+        Step("Keep the cabinet's state (credit journal, credited ids)", None,
+             keeper.describe_backup(), kind="backup"),
         Step("Erase the flash", esptool(chip, port, "erase-flash")),
         Step("Write MicroPython", esptool(chip, port, "--baud", FLASH_BAUD, "write-flash",
-                                          IMAGE_OFFSETS[chip], str(image))),
+                                          IMAGE_OFFSET, str(image))),
         Step("Wait for MicroPython to start", mpremote(port, "exec", "import os"),
              f"retried until the board answers, up to {BOOT_TIMEOUT_S:.0f} s", kind="wait"),
         *compile_steps,
     ]
     if config_uploads:
         steps += copy_steps(port, config_uploads, "Copy the config")
-    # Modules first, boot.py/main.py last: a board interrupted mid-copy boots nothing half-done.
-    steps += copy_steps(port, firmware, "Copy the firmware")
+    # Modules, then the state, then boot.py/main.py last: a board interrupted mid-copy boots
+    # nothing half-done, and the firmware's first boot finds the journal it left.
+    from tools.firmware_files import ENTRY_FILES
+
+    modules = [up for up in firmware if up.remote.name not in ENTRY_FILES]
+    steps += copy_steps(port, modules, "Copy the firmware")
+    steps.append(Step("Put the cabinet's state back", None, keeper.describe_restore(),
+                      kind="restore"))
+    steps += copy_steps(port, [up for up in firmware if up not in modules], "Copy the firmware")
     steps += [
         Step("Reset the board and show its first console lines", None,
              f"open {port} at 115200 baud, pulse RTS (EN) to reset, print up to "
@@ -156,7 +171,7 @@ def show_step(number: int, total: int, step: Step) -> None:
         click.echo(f"  ({step.detail})")
 
 
-def run_step(step: Step, port: str, chip: str) -> None:
+def run_step(step: Step, port: str, chip: str, keeper: StateKeeper | None = None) -> None:
     from tools.board import (
         explain_failure,
         reset_and_read_console,
@@ -173,6 +188,12 @@ def run_step(step: Step, port: str, chip: str) -> None:
         if not reset_and_read_console(port, CONSOLE_LINES, CONSOLE_SECONDS):
             click.echo("    (nothing printed: `arcade console --port …` to look)")
         return
+    if step.kind == "backup":
+        keeper.backup()
+        return
+    if step.kind == "restore":
+        keeper.restore()
+        return
     if step.kind == "compile":
         Path(step.command[step.command.index("-o") + 1]).parent.mkdir(parents=True, exist_ok=True)
     code, output = run_streaming(step.command)
@@ -180,49 +201,88 @@ def run_step(step: Step, port: str, chip: str) -> None:
         raise UserError(f"{step.title} failed: {explain_failure(output, port, chip)}")
 
 
-def execute(steps: list[Step], port: str, chip: str) -> None:
+def execute(steps: list[Step], port: str, chip: str, keeper: StateKeeper) -> None:
     for number, step in enumerate(steps, start=1):
         show_step(number, len(steps), step)
-        run_step(step, port, chip)
+        run_step(step, port, chip, keeper)
+
+
+def check_chip(ctx: click.Context, param: click.Parameter, chip: str) -> str:
+    if chip != CHIP:
+        known = chip in OTHER_CHIPS
+        raise UserError(
+            f"--chip {chip}: the firmware's pin rules are the ESP32's (WROOM/WROVER); "
+            + ("on this chip the pins differ (GPIO26, the default relay pin, does not exist on "
+               "the C3 and belongs to the flash on the S2/S3), so a config that passes could "
+               "drive the wrong pin. " if known else "")
+            + "Use an ESP32 board (--chip esp32)")
+    return chip
+
+
+def plan_port(port: str, dry_run: bool) -> str:
+    """The port to flash; a dry run needs no board plugged in yet."""
+    from tools.board import choose_port
+
+    try:
+        return choose_port(port)
+    except UserError:
+        if not dry_run:
+            raise
+        click.echo("(no single board plugged in now: `--port auto` picks it when you flash; "
+                   "PORT below stands for it)")
+        return "PORT"
 
 
 @click.command(epilog="""\b
 Examples:
   arcade flash --port /dev/ttyUSB0 --firmware ESP32_GENERIC-v1.27.0.bin --config config.json
-  arcade flash --port auto --firmware ESP32_GENERIC-v1.27.0.bin --config config.json --mpy
-  arcade flash --port COM3 --firmware fw.bin --dry-run      # print the plan, touch nothing
+  arcade flash --port auto --firmware ESP32_GENERIC-v1.27.0.bin --config config.json --dry-run
+  arcade flash --port COM3 --firmware fw.bin --py       # modules as source (needs 64 KB heap)
 """)
 @click.option("--port", required=True, help="Serial port of the board, or `auto` to find it.")
 @click.option("--firmware", "image", required=True, type=click.Path(path_type=Path),
               help="MicroPython .bin for the board (micropython.org/download/ESP32_GENERIC).")
 @click.option("--config", type=click.Path(path_type=Path),
               help="The cabinet's config.json (from `arcade provision`).")
-@click.option("--chip", type=click.Choice(sorted(IMAGE_OFFSETS)), default="esp32",
-              show_default=True, help="The board's chip.")
-@click.option("--mpy", is_flag=True, help="Copy modules precompiled with mpy-cross (less RAM, "
-              "faster boot); boot.py and main.py stay .py.")
+@click.option("--chip", default=CHIP, show_default=True, callback=check_chip,
+              help="The board's chip: only esp32, whose pins the firmware's rules know.")
+@click.option("--mpy/--py", default=True, show_default=True,
+              help="Modules precompiled with mpy-cross (the firmware needs a 40 KB heap from "
+              ".mpy, 64 KB from .py); boot.py and main.py stay .py.")
+@click.option("--wipe-state", is_flag=True, help="Do not put the board's credit journal and "
+              "credited ids back (a copy is still kept): for a board moving to another cabinet.")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where to keep the copy of the board's state [default: "
+              "board-state/<date-time>].")
 @click.option("--dry-run", is_flag=True, help="Print every step and command; touch nothing.")
-def flash(port: str, image: Path, config: Path | None, chip: str, mpy: bool,
-          dry_run: bool) -> None:
-    """Erase an ESP32, write MicroPython, copy the firmware and config, then show the console."""
-    from tools.board import choose_port, require_free_port
+def flash(port: str, image: Path, config: Path | None, chip: str, mpy: bool, wipe_state: bool,
+          state_dir: Path | None, dry_run: bool) -> None:
+    """Erase an ESP32, write MicroPython, copy the firmware and config, then show the console.
+
+    A board that already runs the firmware keeps its state: the credit journal (credits owed)
+    and the ids it already credited are copied off before the erase and written back.
+    """
+    from tools.board import require_free_port
     from tools.firmware_files import FirmwareMissing
 
     # Every file is checked before anything touches the board.
     check_image(image)
     config_uploads = check_config_file(config) if config is not None else []
+    new_machine = json.loads(config.read_text())["machine_id"] if config is not None else None
     try:
         firmware, compile_steps = firmware_uploads(mpy, DEFAULT_BUILD_DIR)
     except FirmwareMissing as error:
         raise UserError(str(error)) from None
-    port = choose_port(port)
-    steps = flash_plan(port, chip, image, config_uploads, firmware, compile_steps)
+    port = plan_port(port, dry_run)
+    folder = state_dir or Path("board-state") / time.strftime("%Y%m%d-%H%M%S")
+    keeper = StateKeeper(port, folder, new_machine, wipe_state)
+    steps = flash_plan(port, chip, image, config_uploads, firmware, compile_steps, keeper)
     if dry_run:
         click.echo(f"Dry run: {len(steps)} steps for the {chip} on {port} (nothing is run)")
         for number, step in enumerate(steps, start=1):
             show_step(number, len(steps), step)
         return
     require_free_port(port)
-    execute(steps, port, chip)
+    execute(steps, port, chip, keeper)
     click.echo(f"done: {port} runs the Arcade STEM firmware"
                + ("" if config_uploads else " (no config yet: copy one with --config)"))

@@ -12,7 +12,7 @@ import click
 from api.ledger import REFUNDABLE, money
 from api.store import Cabinet, Heartbeat, PartState, Payment
 from tools.errors import UserError
-from tools.settings import load_env, text
+from tools.settings import load_env, require_machine_id, run_settings_hint, text
 
 STALE_AFTER_S = 60  # a heartbeat older than this (the listener beats every 15 s) is stale
 
@@ -68,14 +68,20 @@ def open_ledger(store_url: str):
     if store_url.startswith("sqlite:///"):
         path = Path(store_url.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise UserError(f"no ledger at {path} (STORE_URL); has the API run here?")
+            raise UserError(f"no ledger at {path} (STORE_URL): has the API run here? "
+                            f"({run_settings_hint()})")
     try:
         return open_store(store_url)
     except ValueError as error:
         raise UserError(str(error)) from None
 
 
-@click.group(invoke_without_command=True)
+@click.group(invoke_without_command=True, epilog="""\b
+Examples:
+  arcade ledger
+  arcade ledger --machine machine_123 --undelivered
+  arcade ledger show cs_test_a1B2c3
+""")
 @click.option("--machine", "machine_id", help="Only this cabinet's payments.")
 @click.option(
     "--undelivered", is_flag=True, help="Only payments paid and not done (nor refunded)."
@@ -90,15 +96,11 @@ def ledger(ctx: click.Context, machine_id: str | None, undelivered: bool, limit:
     broker or the cabinet refused it; see `show`), published (the broker has it), received (the
     cabinet journaled it), done (pulsed), expired (refused by the cabinet as too late),
     refunded, refunded_but_delivered (refunded, then pulsed after all), disputed, failed.
-
-    \b
-    Examples:
-      arcade ledger
-      arcade ledger --machine machine_123 --undelivered
-      arcade ledger show cs_test_a1B2c3
     """
     if ctx.invoked_subcommand is not None:
         return
+    if machine_id is not None:
+        require_machine_id(machine_id)
     store = open_ledger(text(load_env(), "STORE_URL", "sqlite:///arcade.db"))
     if undelivered:
         payments = store.undelivered(machine_id=machine_id, limit=limit)
@@ -123,15 +125,13 @@ def ledger(ctx: click.Context, machine_id: str | None, undelivered: bool, limit:
         click.echo("(no listener or sweep has run: start `arcade listen`)")
 
 
-@ledger.command()
+@ledger.command(epilog="""\b
+Example:
+  arcade ledger show cs_test_a1B2c3
+""")
 @click.argument("session_id")
 def show(session_id: str) -> None:
-    """One payment: its parts and their states, and its timeline.
-
-    \b
-    Example:
-      arcade ledger show cs_test_a1B2c3
-    """
+    """One payment: its parts and their states, and its timeline."""
     store = open_ledger(text(load_env(), "STORE_URL", "sqlite:///arcade.db"))
     payment = found(store, session_id)
     click.echo(payment_row(payment))
@@ -147,17 +147,15 @@ def show(session_id: str) -> None:
         click.echo(f"{when(event.at)}  {event.kind}{where}  {event.detail}".rstrip())
 
 
-@ledger.command()
+@ledger.command(epilog="""\b
+Example:
+  arcade ledger resend cs_test_a1B2c3
+""")
 @click.argument("session_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def resend(session_id: str, yes: bool) -> None:
     """Publish again the parts of one payment the cabinet has not confirmed (same ids: a cabinet
-    that has one already drops the repeat), while their deadline allows. Asks first.
-
-    \b
-    Example:
-      arcade ledger resend cs_test_a1B2c3
-    """
+    that has one already drops the repeat), while their deadline allows. Asks first."""
     from api import crediting
     from api import ledger as rules
 
@@ -180,17 +178,15 @@ def resend(session_id: str, yes: bool) -> None:
     click.echo(f"{outcome.result}: {listed}")
 
 
-@ledger.command()
+@ledger.command(epilog="""\b
+Example:
+  arcade ledger refund cs_test_a1B2c3
+""")
 @click.argument("session_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def refund(session_id: str, yes: bool) -> None:
     """Refund now, through Stripe, the parts of one payment the cabinet has not confirmed.
-    Asks first, with the amount.
-
-    \b
-    Example:
-      arcade ledger refund cs_test_a1B2c3
-    """
+    Asks first, with the amount."""
     from api import refunds
 
     services = api_services()

@@ -162,15 +162,13 @@ def print_record(topic: str, result: str) -> None:
     click.echo(json.dumps(line, separators=(",", ":")))
 
 
-@click.command()
+@click.command(epilog="""\b
+Example:
+  arcade listen            # beside `arcade serve`, with the same .env
+""")
 def listen() -> None:
     """Record cabinets' acks and status in the ledger (STORE_URL), and refund what was not
-    delivered in time (REFUND_UNDELIVERED_AFTER_S), until stopped.
-
-    \b
-    Example:
-      arcade listen            # beside `arcade serve`, with the same .env
-    """
+    delivered in time (REFUND_UNDELIVERED_AFTER_S), until stopped."""
     from api.logs import configure_logging
     from api.store import open_store
 

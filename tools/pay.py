@@ -13,7 +13,7 @@ import click
 from api.stripe_events import checkout_session, completed_event, signed_delivery
 from tools.errors import UserError
 from tools.http import ApiRefused, endpoint, post
-from tools.settings import integer, load_env, require_machine_id, text
+from tools.settings import integer, load_env, require_machine_id, run_settings_hint, text
 
 DEFAULT_API = "http://127.0.0.1:5000"
 
@@ -22,7 +22,8 @@ def signing_secret(env: Mapping[str, str]) -> str:
     """The first STRIPE_WEBHOOK_SECRET (the API accepts any in the list; Stripe signs with one)."""
     secrets = [item.strip() for item in text(env, "STRIPE_WEBHOOK_SECRET").split(",")]
     if not secrets[0]:
-        raise UserError("STRIPE_WEBHOOK_SECRET is not set (the API's webhook secret, from .env)")
+        raise UserError("STRIPE_WEBHOOK_SECRET is not set (the API's webhook secret, from .env; "
+                        f"{run_settings_hint()})")
     return secrets[0]
 
 

@@ -145,16 +145,22 @@ def refuse_overwrites(
         raise UserError(f"{acl_file} already has user {user} (use --force to replace it)")
 
 
-def gameover_token_line(env: Mapping[str, str], machine_id: str) -> str:
+def gameover_token(env: Mapping[str, str], machine_id: str) -> str | None:
     from api.machines import machine_token
 
     secret = text(env, "MACHINE_TOKEN_SECRET")
-    if not secret:
-        return (
-            "gameover token: not printed, MACHINE_TOKEN_SECRET is not set (set it to the API's "
-            f"value, then run: arcade provision {machine_id} --token-only)"
-        )
-    token = machine_token(secret, machine_id)
+    return machine_token(secret, machine_id) if secret else None
+
+
+def missing_token_secret(machine_id: str) -> str:
+    return ("MACHINE_TOKEN_SECRET is not set (set it to the API's value, then run: arcade "
+            f"provision {machine_id} --token-only)")
+
+
+def gameover_token_line(env: Mapping[str, str], machine_id: str) -> str:
+    token = gameover_token(env, machine_id)
+    if token is None:
+        return f"gameover token: not printed, {missing_token_secret(machine_id)}"
     return f"gameover token (Authorization: Bearer for POST /gameover): {token}"
 
 
@@ -248,8 +254,11 @@ def provision(machine_id: str, config_path: Path, ssid: str | None, wifi_passwor
     env = load_env()
     require_machine_id(machine_id)
     prefix = prefix or text(env, "MQTT_TOPIC_PREFIX", "arcade")
-    if token_only:
-        click.echo(gameover_token_line(env, machine_id))
+    if token_only:  # the token alone, for `curl -H "Authorization: Bearer $(…)"`
+        token = gameover_token(env, machine_id)
+        if token is None:
+            raise UserError(missing_token_secret(machine_id))
+        click.echo(token)
         return
     if role != "cabinet":
         provision_service_user(role, machine_id, prefix, passwd_file, acl_file, force)

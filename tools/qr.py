@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 import click
+from click.core import ParameterSource
 
 from tools.errors import UserError
 from tools.http import ApiRefused, endpoint, post_json
@@ -87,27 +89,56 @@ def write_qr(url: str, label: str, out: Path) -> None:
         raise UserError(f"cannot write {out}: {error.strerror or error}") from None
 
 
+def is_test_link(url: str) -> bool:
+    """A link that takes no real money: our test checkout page, or a Stripe test-mode link."""
+    parts = urlsplit(url)
+    return "/test-checkout/" in parts.path or (
+        parts.hostname == "buy.stripe.com" and parts.path.startswith("/test_"))
+
+
+def phone_cannot_open(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def check_link(url: str, test: bool) -> None:
+    if is_test_link(url) and not test:
+        raise UserError(f"{url} is a test link (no real payment): a cabinet's QR code needs a "
+                        "live one; add --test to print it anyway (for trying things out)")
+    if phone_cannot_open(url):
+        click.echo(f"warning: {url} points to this computer, which a phone cannot open: set "
+                   "PUBLIC_URL in the API's .env to this machine's network address (and run it "
+                   "with --host 0.0.0.0)", err=True)
+
+
 @click.command(epilog="""\b
 Examples:
-  arcade qr machine_123 --api http://127.0.0.1:5000 --out machine_123.png
-  arcade qr machine_123 --url https://buy.stripe.com/test_abc --out machine_123.svg
+  arcade qr machine_123 --api https://api.example.com --out machine_123.png
+  arcade qr machine_123 --url https://buy.stripe.com/abc --out machine_123.svg
+  arcade qr machine_123 --test --out test.png     # the API of `. run/activate` (test checkout)
 """)
 @click.argument("machine_id")
 @click.option("--url", help="The payment link to encode.")
-@click.option("--api", "api_url", help="Ask this API for the cabinet's payment link "
-              "(POST /create-payment-link).")
+@click.option("--api", "api_url", envvar="ARCADE_API_URL", help="Ask this API for the cabinet's "
+              "payment link (POST /create-payment-link) [env: ARCADE_API_URL].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output file: .png or .svg (vector, for print shops).")
-def qr(machine_id: str, url: str | None, api_url: str | None, out: Path) -> None:
+@click.option("--test", is_flag=True, help="Allow a test link (test checkout, Stripe test mode).")
+@click.pass_context
+def qr(ctx: click.Context, machine_id: str, url: str | None, api_url: str | None, out: Path,
+       test: bool) -> None:
     """Write a printable QR code of a cabinet's payment link, with its machine id under it."""
     require_machine_id(machine_id)
+    if url is not None and ctx.get_parameter_source("api_url") != ParameterSource.COMMANDLINE:
+        api_url = None  # ARCADE_API_URL is the default source, --url the explicit one
     if (url is None) == (api_url is None):
-        raise UserError("give exactly one of --url or --api")
+        raise UserError("give exactly one of --url or --api (or set ARCADE_API_URL)")
     if out.suffix.lower() not in (".png", ".svg"):
         raise UserError(f"--out must end in .png or .svg, got {out.name!r}")
     if url is None:
         url = payment_url_from_api(api_url, machine_id)
     elif not url.startswith(("https://", "http://")):
         raise UserError(f"--url must start with https:// (got {url!r})")
+    check_link(url, test)
     write_qr(url, machine_id, out)
     click.echo(f"wrote {out}: {url}")

@@ -25,18 +25,16 @@ def gunicorn_argv(host: str, port: int, workers: int, threads: int) -> list[str]
     ]
 
 
-@click.command()
+@click.command(epilog="""\b
+Example:
+  arcade serve --host 0.0.0.0 --port 5000 --workers 4
+""")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, help="Port to listen on.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, help="Threads per worker.")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Run the API with gunicorn.
-
-    \b
-    Example:
-      arcade serve --host 0.0.0.0 --port 5000 --workers 4
-    """
+    """Run the API with gunicorn."""
     api_settings()  # fail before gunicorn forks, with one line naming a bad variable
     # Replace this process: gunicorn then gets Ctrl-C / SIGTERM directly and stops its workers.
     argv = gunicorn_argv(host, port, workers, threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import UserError
@@ -18,6 +19,13 @@ def load_env() -> Mapping[str, str]:
 
     load_dotenv_files()
     return os.environ
+
+
+def run_settings_hint() -> str:
+    """For a command run without settings: `make run` keeps them in run/ (sourced by activate)."""
+    if Path("run", "activate").is_file():
+        return "`make run` wrote its settings here: . run/activate"
+    return "with `make run`: . run/activate in its folder first"
 
 
 def api_settings() -> Settings:
@@ -59,3 +67,18 @@ def require_machine_id(machine_id: str) -> str:
     if not is_valid_machine_id(machine_id):
         raise UserError(f"invalid machine id {machine_id!r}: use 1-64 letters, digits, '_' or '-'")
     return machine_id
+
+
+# Names the API and the tools read (and the AWS credentials a DynamoDB ledger would use).
+SETTING_PREFIXES = (
+    "MQTT_", "STRIPE_", "STORE_URL", "CLAIM_", "TEST_CHECKOUT", "MACHINE_", "ARCADE_", "PRICE_ID",
+    "ALLOWED_PRICE_IDS", "CENTS_PER_CREDIT", "CREDITS_PER_PURCHASE", "MAX_CREDITS", "PUBLIC_URL",
+    "WEBHOOK_TOLERANCE", "AWS_", "REFUND_", "SWEEP_", "INGEST_",
+)
+NOT_SETTINGS = ("ARCADE_CACHE_DIR",)  # where the host cabinets keep umqtt: no secret
+
+
+def without_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` minus every setting: for processes that need none of them (and no Stripe key)."""
+    return {key: value for key, value in env.items()
+            if key in NOT_SETTINGS or not key.startswith(SETTING_PREFIXES)}

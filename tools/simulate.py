@@ -25,7 +25,11 @@ FIRMWARE_MODULES = ("app", "cabinet", "config", "contract", "gameover", "journal
                     "pulser")
 
 
-@click.command()
+@click.command(epilog="""\b
+Examples:
+  arcade simulate --config machine_123/config.json --events events.jsonl
+  arcade simulate --machine-id machine_123 --gameover-every 30
+""")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="The cabinet's config.json (as `arcade provision` writes it).")
 @click.option("--machine-id", help="Simulate this cabinet with the broker settings of .env / "
@@ -46,11 +50,6 @@ def simulate(config_path: Path | None, machine_id: str | None, user: str | None,
     Prints one line per relay pulse and state change. Its journal lives in a state folder, so a
     simulator that is killed and restarted resumes like a board after a power cut. Press g
     (then Enter when stdin is not a terminal) to signal game over; Ctrl-C or SIGTERM stop it.
-
-    \b
-    Examples:
-      arcade simulate --config machine_123/config.json --events events.jsonl
-      arcade simulate --machine-id machine_123 --gameover-every 30
     """
     if (config_path is None) == (machine_id is None):
         raise UserError("give either --config FILE or --machine-id ID")

@@ -61,3 +61,10 @@ def test_gameover_broker_down_is_503(make_app, own_broker):
     own_broker.stop()
     response = gameover(client, token=machine_token(TOKEN_SECRET, "machine_123"))
     assert response.status_code == 503 and "not delivered" in response.json["error"]
+
+
+def test_gameover_401_says_how_to_get_the_token(client):
+    # The seed documented /gameover without a token: a user calling it so learns where it is.
+    response = gameover(client, machine_id="machine_123")
+    assert response.status_code == 401
+    assert "arcade provision machine_123 --token-only" in response.json["error"]

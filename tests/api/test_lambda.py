@@ -187,17 +187,14 @@ def test_start_up_failure_never_logs_a_secret(lambda_handler, monkeypatch, capsy
     assert WEBHOOK_SECRET not in capsys.readouterr().err
 
 
-def test_importing_the_handler_is_fast_and_loads_no_sdk():
+def test_importing_the_handler_loads_no_sdk():
+    # The SDKs are what makes a cold start slow; bench/run_all.py measures its time.
     code = (
-        "import sys, time; t = time.perf_counter(); import api.lambda_handler;"
-        " print(time.perf_counter() - t);"
+        "import sys; import api.lambda_handler;"
         " print(sorted(m for m in ('stripe', 'boto3', 'botocore', 'paho') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    seconds, loaded = result.stdout.split("\n")[:2]
-    assert loaded == "[]", result.stderr
-    # The target is 150 ms; this guards against a regression on a slow CI machine.
-    assert float(seconds) < 0.5
+    assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_v2_sources_are_the_two_that_lowercase_headers():

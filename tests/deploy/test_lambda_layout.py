@@ -26,16 +26,14 @@ TOKEN_SECRET = "layout-token-secret"
 
 # Runs inside the task root with -S -E: no site-packages, no PYTHON* variables, like /var/task.
 DRIVER = """
-import json, sys, time
+import json, sys
 sys.path.insert(0, sys.argv[1])
-started = time.perf_counter()
 import api.lambda_handler as entry
-import_seconds = time.perf_counter() - started
 sdks_at_import = sorted(m for m in ("stripe", "boto3", "botocore", "paho") if m in sys.modules)
 responses = [entry.handler(event, None) for event in json.load(sys.stdin)]
 origins = {name: getattr(sys.modules.get(name), "__file__", None)
            for name in ("flask", "apig_wsgi", "stripe", "boto3", "paho", "api")}
-print(json.dumps({"import_seconds": import_seconds, "sdks_at_import": sdks_at_import,
+print(json.dumps({"sdks_at_import": sdks_at_import,
                   "responses": responses, "origins": origins}))
 """
 
@@ -169,9 +167,9 @@ def test_the_lambda_layout_serves_v1_and_v2_events(
     assert [b["message"] for b in bodies[7:]] == ["Game over signal sent"] * 2
     assert len(gameovers.wait_for(2)) == 2
 
-    # Nothing slow at import, and everything came from the task root, not from this venv.
+    # No SDK loaded at import (bench/ measures the cold import's time), and everything came from
+    # the task root, not from this venv.
     assert run["sdks_at_import"] == []
-    assert run["import_seconds"] < 0.5
     for name, origin in run["origins"].items():
         assert origin and origin.startswith(str(task_root)), (name, origin)
     # One JSON line per request, and no secret in any of it.

@@ -36,6 +36,8 @@ def test_every_command_has_help_with_an_example(arcade, path):
     assert result.exit_code == 0, result.output
     assert f"arcade {' '.join(path)}" in result.output.split("Example")[-1]
     assert "Example" in result.output
+    # Like every command-line tool: what to type (Options) first, then examples.
+    assert result.output.index("Options:") < result.output.index("Example")
 
 
 @pytest.mark.parametrize("name", MY_COMMANDS)
@@ -59,10 +61,13 @@ def test_every_tool_is_documented(name):
         (["monitor", "#"], "error: invalid machine id '#'"),
         (["qr", "cab-a", "--out", "x.gif", "--url", "https://x"], "error: --out must end in"),
         (["pay", "cab-a"], "error: STRIPE_WEBHOOK_SECRET is not set"),
+        (["qr", "cab-a", "--url", "https://buy.stripe.com/test_x", "--out", "x.png"],
+         "error: https://buy.stripe.com/test_x is a test link"),
         (["flash", "--port", "auto", "--firmware", "nothing.bin"],
          "error: firmware image not found: nothing.bin"),
         (["console", "--port", "/dev/nothing-here"], "error: no board at /dev/nothing-here"),
         (["files", "--port", "/dev/nothing-here"], "error: no board at /dev/nothing-here"),
+        (["ledger", "--machine", "a/b"], "error: invalid machine id 'a/b'"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_code_2(arcade, args, message):
@@ -88,3 +93,11 @@ def test_a_wrong_option_is_a_usage_error_without_traceback(arcade):
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert result.output.splitlines()[-1].startswith("Error: Invalid value for '--credits'")
+
+
+def test_the_group_help_shows_options_then_an_example(arcade):
+    result = arcade("--help")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.index("Options:") < result.output.index("Example:")
+    assert "arcade run" in result.output.split("Example:")[1]

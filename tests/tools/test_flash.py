@@ -57,7 +57,7 @@ def planned_commands(output: str) -> list[list[str]]:
 
 def test_dry_run_prints_the_exact_steps_in_order(arcade, image, config):
     result = arcade("flash", "--port", PORT, "--firmware", str(image), "--config", str(config),
-                    "--dry-run")
+                    "--py", "--dry-run")
 
     assert result.exit_code == 0, result.output
     modules, entries = modules_then_entry_files()
@@ -67,17 +67,26 @@ def test_dry_run_prints_the_exact_steps_in_order(arcade, image, config):
                 str(image)),
         mpremote("exec", "import os"),
         mpremote("fs", "cp", str(config), ":config.json"),
-        mpremote("fs", "cp", *map(str, modules + entries), ":"),
+        mpremote("fs", "cp", *map(str, modules), ":"),
+        mpremote("fs", "cp", *map(str, entries), ":"),
     ]
+    titles = [line for line in result.output.splitlines() if line.startswith("[")]
+    # The cabinet's state is read before the erase and put back before boot.py/main.py.
+    assert titles[0] == "[1/9] Keep the cabinet's state (credit journal, credited ids)"
+    assert titles[1] == "[2/9] Erase the flash"
+    assert titles[6:8] == ["[7/9] Put the cabinet's state back",
+                           "[8/9] Copy the firmware: boot.py, main.py"]
     assert result.output.splitlines()[-2:] == [
-        "[6/6] Reset the board and show its first console lines",
+        "[9/9] Reset the board and show its first console lines",
         f"  (open {PORT} at 115200 baud, pulse RTS (EN) to reset, print up to 20 lines for 15 s)",
     ]
 
 
-def test_dry_run_with_mpy_compiles_modules_but_not_boot_and_main(arcade, image, config):
+@pytest.mark.parametrize("args", [[], ["--mpy"]], ids=["default", "--mpy"])
+def test_modules_go_as_mpy_by_default_but_not_boot_and_main(arcade, image, config, args):
+    """From .py the firmware needs a 64 KB heap (compiling link.py), from .mpy 40 KB."""
     result = arcade("flash", "--port", PORT, "--firmware", str(image), "--config", str(config),
-                    "--mpy", "--chip", "esp32s3", "--dry-run")
+                    *args, "--dry-run")
 
     assert result.exit_code == 0, result.output
     commands = planned_commands(result.output)
@@ -86,10 +95,30 @@ def test_dry_run_with_mpy_compiles_modules_but_not_boot_and_main(arcade, image, 
     assert [command[-1] for command in compiled] == [str(path) for path in modules]
     outputs = [command[command.index("-o") + 1] for command in compiled]
     assert [Path(out).name for out in outputs] == [path.stem + ".mpy" for path in modules]
-    assert commands[1][-2:] == ["0x0", str(image)]  # S3 images start at 0
-    copy = commands[-1]
-    assert copy[:7] == mpremote("fs", "cp")
-    assert copy[7:] == outputs + [str(path) for path in entries] + [":"]
+    assert commands[-2] == mpremote("fs", "cp", *outputs, ":")
+    assert commands[-1] == mpremote("fs", "cp", *map(str, entries), ":")
+
+
+def test_dry_run_needs_no_board_plugged_in(arcade, image, config):
+    """README step 3 shows the plan before the board is at hand."""
+    result = arcade("flash", "--port", "auto", "--firmware", str(image), "--config",
+                    str(config), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "--port auto` picks it when you flash" in result.output
+    assert esptool("--chip", "esp32", "--port", "PORT", "erase-flash") in \
+        planned_commands(result.output)
+
+
+@pytest.mark.parametrize("chip", ["esp32c3", "esp32s3", "esp32s2"])
+def test_chips_whose_pins_the_firmware_does_not_know_are_refused(arcade, image, chip):
+    result = arcade("flash", "--port", PORT, "--firmware", str(image), "--chip", chip,
+                    "--dry-run")
+
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: --chip {chip}: the firmware's pin rules are the "
+                                    "ESP32's (WROOM/WROVER)")
+    assert "GPIO26" in result.output and "Use an ESP32 board" in result.output
 
 
 def test_dry_run_copies_the_ca_file_the_config_names(arcade, image, tmp_path):
@@ -134,7 +163,11 @@ def test_flash_without_config_still_flashes_the_firmware(arcade, image):
          "micropython.org/download)"),
         ("fw.bin", ["--firmware", "fw.bin", "--config", "nope.json"],
          "error: config not found: nope.json (make one with `arcade provision`)"),
-        ("fw.bin", ["--firmware", "fw.bin", "--chip", "esp8266"], None),
+        ("fw.bin", ["--firmware", "fw.bin", "--chip", "esp8266"],
+         "error: --chip esp8266: the firmware's pin rules are the ESP32's (WROOM/WROVER); on "
+         "this chip the pins differ (GPIO26, the default relay pin, does not exist on the C3 "
+         "and belongs to the flash on the S2/S3), so a config that passes could drive the "
+         "wrong pin. Use an ESP32 board (--chip esp32)"),
     ],
 )
 def test_flash_mistakes_give_one_line_before_touching_anything(arcade, tmp_path, make, args,
@@ -145,11 +178,7 @@ def test_flash_mistakes_give_one_line_before_touching_anything(arcade, tmp_path,
     result = arcade("flash", "--port", PORT, *args, "--dry-run")
 
     assert result.exit_code == 2
-    if message:
-        assert result.output == message + "\n"
-    else:  # click's own message for a wrong choice: still no traceback
-        assert "Invalid value for '--chip'" in result.output
-    assert "Traceback" not in result.output
+    assert result.output == message + "\n"
 
 
 def test_flash_refuses_a_config_the_firmware_would_reject(arcade, image, tmp_path):
@@ -248,30 +277,36 @@ BOARD_FILES = {
 }
 
 
-def report_on_cpython(tmp_path) -> str:
+def on_cpython(tmp_path, files: dict[str, str], script: str) -> str:
+    """What `script` prints when run among these board files, on CPython."""
     board = tmp_path / "board"
-    for name, content in BOARD_FILES.items():
+    for name, content in files.items():
         (board / name).parent.mkdir(parents=True, exist_ok=True)
         (board / name).write_text(content)
-    return subprocess.run([PY, "-c", BOARD_REPORT], cwd=board, capture_output=True, text=True,
+    return subprocess.run([PY, "-c", script], cwd=board, capture_output=True, text=True,
                           check=True).stdout
 
 
-def report_on_micropython(tmp_path) -> str:
-    """The same files in the MicroPython VM's file system (the npm WebAssembly port)."""
+def on_micropython(tmp_path, files: dict[str, str], script: str) -> str:
+    """The same in the MicroPython VM's file system (the npm WebAssembly port)."""
     from tests.firmware.conftest import run_micropython
 
-    setup = "import os\nos.mkdir('/board')\nos.mkdir('/board/lib')\nos.chdir('/board')\n"
-    for name, content in BOARD_FILES.items():
+    folders = sorted({str(Path("/board", name).parent) for name in files} - {"/board"})
+    setup = "import os\nos.mkdir('/board')\n"
+    setup += "".join(f"os.mkdir({folder!r})\n" for folder in folders) + "os.chdir('/board')\n"
+    for name, content in files.items():
         setup += f"with open({name!r}, 'w') as f:\n    f.write({content!r})\n"
-    return run_micropython(setup, BOARD_REPORT, dirs=[tmp_path])
+    return run_micropython(setup, script, dirs=[tmp_path])
 
 
-@pytest.mark.parametrize("run", [report_on_cpython, report_on_micropython],
-                         ids=["cpython", "micropython"])
+ON_BOTH = pytest.mark.parametrize("run", [on_cpython, on_micropython],
+                                  ids=["cpython", "micropython"])
+
+
+@ON_BOTH
 def test_files_report_lists_files_and_hides_passwords(tmp_path, run):
     """The script `arcade files` runs on the board, run here on a copy of a board's files."""
-    report = run(tmp_path)
+    report = run(tmp_path, BOARD_FILES, BOARD_REPORT)
 
     assert "== files on the board" in report
     for name in ("config.json", "journal.dat", "recent.dat", "main.py", "lib/extra.py"):
@@ -308,3 +343,44 @@ def test_a_failing_esptool_step_says_what_to_do(capsys):
     assert str(raised.value) == ("Erase the flash failed: no board at /dev/no-board (is it "
                                  "plugged in? --port auto finds it)")
     assert "esptool v5" in capsys.readouterr().out  # its own output was shown as it ran
+
+
+# --- a deployed cabinet's state across a re-flash -------------------------------------------------
+BOARD_STATE_FILES = {
+    "config.json": json.dumps({"machine_id": "cab-a", "wifi": {"ssid": "w"}}),
+    "journal.dat": '{"id":"cs_1","credits":2,"done":1}\n',
+    "recent.dat": "v2 sha256/96\n",
+    "recent.dat.bad": "kept aside\n",
+    "main.py": "import app\n",
+}
+
+
+@ON_BOTH
+def test_the_board_names_its_state_files_and_its_cabinet(tmp_path, run):
+    from tools.board_state import STATE_SCRIPT, BoardState, parse_state
+
+    assert parse_state(run(tmp_path, BOARD_STATE_FILES, STATE_SCRIPT)) == BoardState(
+        "cab-a", ["journal.dat", "recent.dat"])
+
+
+def test_a_board_of_another_cabinet_keeps_its_journal_unless_wiped(tmp_path):
+    from tools.board_state import BoardState, StateKeeper
+    from tools.errors import UserError
+
+    state = BoardState("cab-a", ["journal.dat"])
+    with pytest.raises(UserError, match="this board is cabinet cab-a and its journal may owe "
+                                        "credits; the config is for cab-b"):
+        StateKeeper(PORT, tmp_path, "cab-b", wipe=False).refuse_another_cabinet(state)
+    StateKeeper(PORT, tmp_path, "cab-b", wipe=True).refuse_another_cabinet(state)
+    StateKeeper(PORT, tmp_path, "cab-a", wipe=False).refuse_another_cabinet(state)
+
+
+def test_a_board_without_micropython_has_no_state_to_keep(tmp_path, capsys):
+    from tools.board_state import StateKeeper
+
+    keeper = StateKeeper("/dev/no-such-board", tmp_path / "kept", "cab-a", wipe=False)
+    keeper.backup()  # the real mpremote, on a port with no board
+    keeper.restore()
+
+    assert "no MicroPython answers on /dev/no-such-board" in capsys.readouterr().out
+    assert not (tmp_path / "kept").exists()

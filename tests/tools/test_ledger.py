@@ -73,3 +73,15 @@ def test_missing_ledger_is_one_clear_line(tmp_path):
     result = run(store_url=f"sqlite:///{tmp_path / 'nothing.db'}")
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: no ledger at")
+
+
+def test_missing_ledger_points_to_make_runs_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "activate").write_text("# written by arcade run\n")
+
+    result = CliRunner().invoke(cli, ["ledger"], env={"STORE_URL": None})
+
+    assert result.exit_code == 2
+    assert result.output == ("error: no ledger at arcade.db (STORE_URL): has the API run here? "
+                             "(`make run` wrote its settings here: . run/activate)\n")

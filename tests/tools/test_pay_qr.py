@@ -64,7 +64,8 @@ def test_pay_with_the_wrong_secret_is_refused_by_the_api(arcade, api_server, cab
     ("args", "env", "message"),
     [
         (["machine_456"], {}, "error: STRIPE_WEBHOOK_SECRET is not set (the API's webhook "
-                              "secret, from .env)"),
+                              "secret, from .env; with `make run`: . run/activate in its folder "
+                              "first)"),
         (["machine_456", "--credits", "2", "--amount", "200"],
          {"STRIPE_WEBHOOK_SECRET": "whsec_x"}, "error: give --credits or --amount, not both"),
         (["no/such"], {"STRIPE_WEBHOOK_SECRET": "whsec_x"},
@@ -97,7 +98,7 @@ def decode_png(path) -> list[str]:
 
 
 def test_qr_png_decodes_to_the_given_url(arcade, tmp_path):
-    url = "https://buy.stripe.com/test_9AQ5mK0aB3?client_reference_id=machine_123"
+    url = "https://buy.stripe.com/9AQ5mK0aB3?client_reference_id=machine_123"
 
     result = arcade("qr", "machine_123", "--url", url, "--out", "machine_123.png")
 
@@ -106,7 +107,7 @@ def test_qr_png_decodes_to_the_given_url(arcade, tmp_path):
 
 
 def test_qr_from_the_api_encodes_its_payment_link(arcade, api_server, tmp_path):
-    result = arcade("qr", "cab-a", "--api", api_server, "--out", "cab-a.png")
+    result = arcade("qr", "cab-a", "--api", api_server, "--out", "cab-a.png", "--test")
 
     assert result.exit_code == 0, result.output
     [url] = decode_png(tmp_path / "cab-a.png")
@@ -118,7 +119,7 @@ def test_qr_from_the_api_encodes_its_payment_link(arcade, api_server, tmp_path):
 def test_qr_svg_has_the_code_and_the_machine_id(arcade, tmp_path):
     import segno
 
-    url = "https://buy.stripe.com/test_abc"
+    url = "https://buy.stripe.com/abc"
     result = arcade("qr", "cab-b", "--url", url, "--out", "cab-b.svg")
 
     assert result.exit_code == 0, result.output
@@ -135,9 +136,10 @@ def test_qr_svg_has_the_code_and_the_machine_id(arcade, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["cab-a", "--out", "x.png"], "error: give exactly one of --url or --api"),
+        (["cab-a", "--out", "x.png"],
+         "error: give exactly one of --url or --api (or set ARCADE_API_URL)"),
         (["cab-a", "--url", "u", "--api", "a", "--out", "x.png"],
-         "error: give exactly one of --url or --api"),
+         "error: give exactly one of --url or --api (or set ARCADE_API_URL)"),
         (["cab-a", "--url", "https://x", "--out", "x.jpg"],
          "error: --out must end in .png or .svg, got 'x.jpg'"),
         (["cab-a", "--url", "buy.stripe.com/x", "--out", "x.png"],
@@ -156,9 +158,64 @@ def test_qr_mistakes_give_one_line(arcade, args, message):
 def test_qr_shows_the_apis_reason_when_it_has_no_link(arcade, serve_api):
     api = serve_api(PRICE_ID="")
 
-    result = arcade("qr", "cab-a", "--api", api, "--out", "x.png")
+    result = arcade("qr", "cab-a", "--api", api, "--out", "x.png", "--test")
 
     assert result.exit_code == 1
     # (the in-process API's own log lines land in the same captured output)
     assert result.output.splitlines()[-1] == \
         "error: the API answered 503: PRICE_ID is not set on the server"
+
+
+def test_qr_asks_the_api_named_by_arcade_api_url(arcade, api_server, tmp_path):
+    result = arcade("qr", "cab-a", "--out", "cab-a.png", "--test",
+                    env={"ARCADE_API_URL": api_server})
+
+    assert result.exit_code == 0, result.output
+    [url] = decode_png(tmp_path / "cab-a.png")
+    assert url.endswith("client_reference_id=cab-a")
+
+
+def test_qr_url_wins_over_arcade_api_url(arcade, tmp_path):
+    url = "https://buy.stripe.com/live123"
+    result = arcade("qr", "cab-a", "--url", url, "--out", "cab-a.png",
+                    env={"ARCADE_API_URL": "http://127.0.0.1:9/not-used"})
+
+    assert result.exit_code == 0, result.output
+    assert decode_png(tmp_path / "cab-a.png") == [url]
+
+
+@pytest.mark.parametrize("url", [
+    "http://192.168.1.20:5000/test-checkout/cab-a",  # make run's test checkout page
+    "https://buy.stripe.com/test_9AQ5mK0aB3",  # a Stripe test-mode link
+])
+def test_qr_refuses_a_test_link_unless_asked(arcade, tmp_path, url):
+    refused = arcade("qr", "cab-a", "--url", url, "--out", "cab-a.png")
+
+    assert refused.exit_code == 2
+    assert refused.output == (f"error: {url} is a test link (no real payment): a cabinet's QR "
+                              "code needs a live one; add --test to print it anyway (for trying "
+                              "things out)\n")
+    assert not (tmp_path / "cab-a.png").exists()
+
+    allowed = arcade("qr", "cab-a", "--url", url, "--out", "cab-a.png", "--test")
+    assert allowed.exit_code == 0, allowed.output
+    assert decode_png(tmp_path / "cab-a.png") == [url]
+
+
+def test_qr_warns_that_a_phone_cannot_open_this_computer(arcade, tmp_path):
+    url = "http://127.0.0.1:5000/test-checkout/cab-a"
+    result = arcade("qr", "cab-a", "--url", url, "--out", "cab-a.png", "--test")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"warning: {url} points to this computer, which a phone "
+                                    "cannot open: set PUBLIC_URL")
+
+
+def test_pay_without_settings_points_to_make_runs_settings(arcade, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "activate").write_text("# written by arcade run\n")
+
+    result = arcade("pay", "machine_456")
+
+    assert result.exit_code == 2
+    assert result.output.endswith("`make run` wrote its settings here: . run/activate)\n")

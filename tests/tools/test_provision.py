@@ -119,7 +119,12 @@ def test_provision_says_when_it_cannot_make_a_token(arcade):
 
     only = arcade("provision", "cab-a", "--token-only", env={"MACHINE_TOKEN_SECRET": "s3"})
     assert only.exit_code == 0, only.output
-    assert only.output.strip().endswith(machine_token("s3", "cab-a"))
+    # The token alone: `curl -H "Authorization: Bearer $(arcade provision … --token-only)"`.
+    assert only.output == machine_token("s3", "cab-a") + "\n"
+
+    without = arcade("provision", "cab-a", "--token-only")
+    assert without.exit_code == 2
+    assert without.output.startswith("error: MACHINE_TOKEN_SECRET is not set")
 
 
 def test_provision_refuses_a_user_already_in_the_broker_files(arcade, tmp_path):
