@@ -261,14 +261,10 @@ class Site:
 def stripe_server():
     """The recording Stripe stand-in (tests/api/conftest.py) for the API's and the listener's
     refund calls; `refund_settings()` points a site at it."""
-    from tests.api.conftest import StripeStub
+    from tests.api.conftest import running_stripe_stub
 
-    server = StripeStub()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_stripe_stub() as server:
+        yield server
 
 
 def refund_settings(stripe, deadline: int, grace: int, sweep_every: int = 1) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -92,13 +91,10 @@ def test_missing_ledger_points_to_make_runs_settings(tmp_path, monkeypatch):
 # --- acting on one payment: resend, refund --------------------------------------------------------
 @pytest.fixture
 def stripe_stub():
-    from tests.api.conftest import StripeStub
+    from tests.api.conftest import running_stripe_stub
 
-    stub = StripeStub()
-    threading.Thread(target=stub.serve_forever, args=(0.05,), daemon=True).start()
-    yield stub
-    stub.shutdown()
-    stub.server_close()
+    with running_stripe_stub() as stub:
+        yield stub
 
 
 @pytest.fixture
