@@ -145,11 +145,17 @@ class LedgerOps:
         """Create the record with its plan if new, then take the lease if a part may be
         published now. `payment` carries the plan (ledger.plan_parts); an existing record keeps
         the plan it has."""
+        return self.take(payment, token, now, lease_seconds)[0]
+
+    def take(
+        self, payment: Payment, token: str, now: float, lease_seconds: float
+    ) -> tuple[Claim, Payment | None]:
+        """`claim`, and the record as it is after it (no second read before publishing)."""
         # Not synced: if a power cut takes the claim, Stripe has had no answer and retries; the
         # publish results that end this delivery are (api/crediting.py).
         return self.update(
             payment.session_id,
-            lambda current: ledger.claim(current, payment, token, now, lease_seconds),
+            lambda current: ledger.claimed(current, payment, token, now, lease_seconds),
             now,
             durable=False,
         )
