@@ -64,11 +64,11 @@ def credit(services: Services, payment: Payment, resend: bool = False) -> Outcom
     now = time.time()
     token = secrets.token_hex(12)
     planned = with_plan(services, payment, now)
-    claim = store.claim(planned, token, now, services.settings.claim_lease_seconds)
+    claim, current = store.take(planned, token, now, services.settings.claim_lease_seconds)
     if claim != Claim.CLAIMED:
-        return not_claimed(claim, store.get(payment.session_id))
+        return not_claimed(claim, current)
     try:
-        current = with_stripe_facts(services, payment.session_id, payment.payment_intent, now)
+        current = with_stripe_facts(services, current, now)
         parts = [p for p in current.parts if ledger.publishable(p, now, resend)]
         if current.disputed:
             parts = []
@@ -121,25 +121,27 @@ def undeliverable_reason(payment: Payment | None) -> str:
     return ""
 
 
-def with_stripe_facts(
-    services: Services, session_id: str, payment_intent: str | None, now: float
-) -> Payment:
+def with_stripe_facts(services: Services, payment: Payment, now: float) -> Payment:
     """Link the session to its payment intent, and apply a refund or dispute that arrived
-    before it (kept by payment intent): it wins over this credit."""
-    store = services.store
-    if payment_intent:
-        known = store.note_intent(payment_intent, session_id=session_id)
-        if known.amount_refunded:
-            store.stripe_refunded(session_id, known.amount_refunded, now)
-        if known.disputed:
-            store.stripe_disputed(session_id, now)
+    before it (kept by payment intent): it wins over this credit. Returns the record as it is
+    then."""
+    store, session_id = services.store, payment.session_id
+    if not payment.payment_intent:
+        return payment
+    known = store.note_intent(payment.payment_intent, session_id=session_id)
+    if not (known.amount_refunded or known.disputed):
+        return payment  # the usual case: nothing came first
+    if known.amount_refunded:
+        store.stripe_refunded(session_id, known.amount_refunded, now)
+    if known.disputed:
+        store.stripe_disputed(session_id, now)
     return store.get(session_id)
 
 
 # --- payments that are not credited now ---------------------------------------------------------
 def record_pending(services: Services, payment: Payment) -> Outcome:
     services.store.record(payment, time.time())
-    with_stripe_facts(services, payment.session_id, payment.payment_intent, time.time())
+    with_stripe_facts(services, services.store.get(payment.session_id), time.time())
     return Outcome(200, "awaiting_payment")
 
 
@@ -155,7 +157,7 @@ def record_undeliverable(services: Services, payment: Payment, reason: str) -> O
     credits): kept in the ledger, nothing published, refunded by the next sweep."""
     now = time.time()
     services.store.never_deliverable(payment, reason, now)
-    current = with_stripe_facts(services, payment.session_id, payment.payment_intent, now)
+    current = with_stripe_facts(services, services.store.get(payment.session_id), now)
     return Outcome(200, "undeliverable", extra={"reason": undeliverable_reason(current) or reason})
 
 

@@ -69,8 +69,11 @@ class IntentNote:
 
 class Store(Protocol):
     # --- payments: the one primitive, and reads ----------------------------------------------
-    def update(self, session_id: str, change: Change[T], now: float) -> T:
-        """Apply `change` to the record atomically; write what it returns unless None."""
+    def update(self, session_id: str, change: Change[T], now: float, durable: bool = True) -> T:
+        """Apply `change` to the record atomically; write what it returns unless None. With
+        `durable` (the default) the write is on disk before this returns; without, it may be
+        lost on a power cut until the next durable write (only for writes that nobody outside
+        hears about before a durable one follows: the claim)."""
 
     def get(self, session_id: str) -> Payment | None: ...
 
@@ -126,7 +129,9 @@ class LedgerOps:
     """What happens to a payment, for both stores: each operation is `update` with one of
     ledger.py's transitions. Mixed into SQLiteStore and DynamoDBStore."""
 
-    def update(self, session_id: str, change: Change[T], now: float) -> T:  # pragma: no cover
+    def update(
+        self, session_id: str, change: Change[T], now: float, durable: bool = True
+    ) -> T:  # pragma: no cover
         raise NotImplementedError
 
     def get(self, session_id: str) -> Payment | None:  # pragma: no cover
@@ -140,10 +145,19 @@ class LedgerOps:
         """Create the record with its plan if new, then take the lease if a part may be
         published now. `payment` carries the plan (ledger.plan_parts); an existing record keeps
         the plan it has."""
+        return self.take(payment, token, now, lease_seconds)[0]
+
+    def take(
+        self, payment: Payment, token: str, now: float, lease_seconds: float
+    ) -> tuple[Claim, Payment | None]:
+        """`claim`, and the record as it is after it (no second read before publishing)."""
+        # Not synced: if a power cut takes the claim, Stripe has had no answer and retries; the
+        # publish results that end this delivery are (api/crediting.py).
         return self.update(
             payment.session_id,
-            lambda current: ledger.claim(current, payment, token, now, lease_seconds),
+            lambda current: ledger.claimed(current, payment, token, now, lease_seconds),
             now,
+            durable=False,
         )
 
     def published(

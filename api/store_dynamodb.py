@@ -118,7 +118,8 @@ class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
         return self._dynamodb
 
     # --- payments -----------------------------------------------------------------------------
-    def update(self, session_id: str, change: Change[T], now: float) -> T:
+    def update(self, session_id: str, change: Change[T], now: float, durable: bool = True) -> T:
+        # Every DynamoDB write is durable when acknowledged; `durable` changes nothing here.
         key = _session_key(session_id)
         for _ in range(_ATTEMPTS):
             item = self._get(key)
@@ -319,11 +320,6 @@ class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
         self.client.update_item(**request)
 
     def cabinets(self) -> list[Cabinet]:
-        query = {
-            "IndexName": "by_created",
-            "KeyConditionExpression": "kind = :kind",
-            "ExpressionAttributeValues": {":kind": _s(CABINET_KIND)},
-        }
         found = [
             Cabinet(
                 machine_id=item["cabinet_id"]["S"],
@@ -334,7 +330,7 @@ class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
                 problem=_text(item, "problem") or "",
                 detail=_text(item, "detail") or "",
             )
-            for item in self._query(query, 10_000)
+            for item in self._of_kind(CABINET_KIND)
         ]
         return sorted(found, key=lambda cabinet: cabinet.machine_id)
 
@@ -351,16 +347,11 @@ class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
         )
 
     def heartbeats(self) -> list[Heartbeat]:
-        query = {
-            "IndexName": "by_created",
-            "KeyConditionExpression": "kind = :kind",
-            "ExpressionAttributeValues": {":kind": _s(HEARTBEAT_KIND)},
-        }
         beats = [
             Heartbeat(
                 item["name"]["S"], float(item["created_at"]["N"]), json.loads(item["detail"]["S"])
             )
-            for item in self._query(query, 1000)
+            for item in self._of_kind(HEARTBEAT_KIND)
         ]
         return sorted(beats, key=lambda beat: beat.name)
 
@@ -374,6 +365,15 @@ class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
             TableName=self.table_name, Key={"pk": _s(key)}, ConsistentRead=True
         )
         return response.get("Item")
+
+    def _of_kind(self, kind: str) -> list[dict[str, Any]]:
+        """Every cabinet or heartbeat item (tens of them): one partition of `by_created`."""
+        query = {
+            "IndexName": "by_created",
+            "KeyConditionExpression": "kind = :kind",
+            "ExpressionAttributeValues": {":kind": _s(kind)},
+        }
+        return self._query(query, 10_000)
 
     def _query(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         """Up to `limit` items of an index query, following pages."""

@@ -108,8 +108,17 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
         return self._connection().execute(sql, params)
 
     # --- payments -----------------------------------------------------------------------------
-    def update(self, session_id: str, change: Change[T], now: float) -> T:
+    def update(self, session_id: str, change: Change[T], now: float, durable: bool = True) -> T:
         connection = self._connection()
+        if not durable:  # WAL: the next synced commit makes this one durable too
+            connection.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._update(connection, session_id, change, now)
+        finally:
+            if not durable:
+                connection.execute("PRAGMA synchronous=FULL")
+
+    def _update(self, connection, session_id: str, change: Change[T], now: float) -> T:
         with _transaction(connection):
             row = connection.execute(
                 "SELECT doc FROM payments WHERE session_id = ?", (session_id,)
@@ -177,6 +186,15 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
         amount_refunded: int = 0,
         disputed: bool = False,
     ) -> IntentNote:
+        if not (amount_refunded or disputed):
+            # Only linking a session: here the payments table's own index already does that,
+            # consistently (see find_by_payment_intent); read what Stripe said, write nothing.
+            row = self._execute(
+                "SELECT amount_refunded, disputed FROM intents WHERE payment_intent = ?",
+                (payment_intent,),
+            ).fetchone()
+            found = (row["amount_refunded"], bool(row["disputed"])) if row else (0, False)
+            return IntentNote(payment_intent, session_id, *found)
         row = self._execute(
             "INSERT INTO intents (payment_intent, session_id, amount_refunded, disputed)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (payment_intent) DO UPDATE SET"
@@ -187,8 +205,12 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
             " RETURNING payment_intent, session_id, amount_refunded, disputed",
             (payment_intent, session_id, amount_refunded, int(disputed)),
         ).fetchone()
+        found = self.find_by_payment_intent(payment_intent)
         return IntentNote(
-            row["payment_intent"], row["session_id"], row["amount_refunded"], bool(row["disputed"])
+            payment_intent,
+            found.session_id if found else row["session_id"],
+            row["amount_refunded"],
+            bool(row["disputed"]),
         )
 
     # --- links ----------------------------------------------------------------------------------

@@ -3,10 +3,12 @@ and webhooks signed exactly as Stripe signs them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -164,14 +166,23 @@ class _StripeHandler(BaseHTTPRequestHandler):
             }
 
 
-@pytest.fixture
-def stripe_api():
+@contextlib.contextmanager
+def running_stripe_stub() -> Iterator[StripeStub]:
+    """The stand-in serving on a thread for the duration (fixtures here, in e2e and in tools)."""
     server = StripeStub()
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def stripe_api():
+    with running_stripe_stub() as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])

@@ -255,3 +255,18 @@ def test_the_sweep_publishes_again_what_the_broker_did_not_take(
     retry = deliver(app.test_client(), stripe_event("checkout.session.completed", session))
     assert retry.json["result"] == "duplicate"
     assert coins.nothing_more() == []
+
+
+def test_test_checkout_without_stripe_records_the_refund_and_calls_nobody(
+    make_app, store_url, stripe_api
+):
+    """`make run` without a Stripe account: nothing was charged, so nothing is sent to Stripe;
+    the refund is recorded for the ledger and the receipt."""
+    app = make_app(STORE_URL=store_url, TEST_CHECKOUT="true", STRIPE_API_KEY="",
+                   MACHINE_IDS="machine_456")
+    session = paid(app)
+    assert sweep(services_of(app)).refunded == 1
+    stored = services_of(app).store.get(session["id"])
+    assert stored.state == State.REFUNDED
+    assert stored.parts[0].refund_id.startswith("re_test_local_")
+    assert refund_calls(stripe_api) == []

@@ -165,11 +165,13 @@ def test_a_dispute_stops_publishing(store):
     assert store.claim(payment(), "token-b", 1003.0, LEASE) == Claim.REFUSED
 
 
-def test_intent_notes_merge(store):
+def test_intent_notes_merge_and_name_the_session(store):
+    """A refund may come before its session is known; once it is, either side finds the other."""
     assert store.note_intent("pi_x", amount_refunded=100).session_id == ""
-    merged = store.note_intent("pi_x", session_id="cs_a")
-    assert (merged.session_id, merged.amount_refunded, merged.disputed) == ("cs_a", 100, False)
-    merged = store.note_intent("pi_x", session_id="cs_other", amount_refunded=50, disputed=True)
+    store.claim(payment("cs_a", intent="pi_x"), "t", 1000.0, LEASE)
+    linked = store.note_intent("pi_x", session_id="cs_a")
+    assert (linked.session_id, linked.amount_refunded, linked.disputed) == ("cs_a", 100, False)
+    merged = store.note_intent("pi_x", amount_refunded=50, disputed=True)
     assert (merged.session_id, merged.amount_refunded, merged.disputed) == ("cs_a", 100, True)
 
 

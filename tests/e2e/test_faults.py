@@ -15,7 +15,7 @@ import requests
 
 from api.store import State
 from tests.conftest import TESTER_PASSWORD, TESTER_USER, Subscriber
-from tests.e2e.conftest import assert_credited, ledger_command, webhook
+from tests.e2e.conftest import assert_credited, ledger_command, wait_until, webhook
 
 pytestmark = pytest.mark.slow
 
@@ -75,16 +75,6 @@ def unread_by_broker(broker_port: int, client_pids: list[int]) -> int:
                     if remote == broker_port and inode in inodes}
     return sum(received for local, remote, received, _ in sockets
                if local == broker_port and remote in client_ports)
-
-
-def wait_until(condition, timeout: float, what: str):
-    """Poll a condition only the OS can tell us (a ledger row, a socket queue) until a deadline."""
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return found
 
 
 # The shortest lease the settings allow with a 2 s PUBACK wait (twice the wait plus 5 s).

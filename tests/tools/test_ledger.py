@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from api.store import Cabinet, Heartbeat, Payment, planned
@@ -85,3 +86,61 @@ def test_missing_ledger_points_to_make_runs_settings(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert result.output == ("error: no ledger at arcade.db (STORE_URL): has the API run here? "
                              "(`make run` wrote its settings here: . run/activate)\n")
+
+
+# --- acting on one payment: resend, refund --------------------------------------------------------
+@pytest.fixture
+def stripe_stub():
+    from tests.api.conftest import running_stripe_stub
+
+    with running_stripe_stub() as stub:
+        yield stub
+
+
+@pytest.fixture
+def operator(broker, tmp_path, stripe_stub, api_login_env):
+    """A ledger with one payment the broker refused (no cabinet subscribed: 0x10), and the
+    operator's settings (the API's) to act on it."""
+    url = f"sqlite:///{tmp_path / 'arcade.db'}"
+    store = SQLiteStore(str(tmp_path / "arcade.db"))
+    now = time.time()
+    payment = planned(Payment("cs_stuck", "cab-a", 45, 4500, "usd", payment_intent="pi_stuck"),
+                      now=now)
+    store.claim(payment, "t", now, 60)
+    store.published("cs_stuck", "t", {p.id: 0x10 for p in payment.parts}, now)
+    env = {**api_login_env, "STORE_URL": url, "STRIPE_WEBHOOK_SECRET": "whsec_x",
+           "STRIPE_API_KEY": "sk_test_ops", "STRIPE_API_BASE": stripe_stub.url}
+    return store, env
+
+
+def test_resend_publishes_the_undelivered_parts_again_after_asking(operator, arcade, subscribe):
+    store, env = operator
+    coins = subscribe("arcade/machine/cab-a/coinpulse")  # the cabinet is provisioned now
+    declined = arcade("ledger", "resend", "cs_stuck", env=env, input="n\n")
+    assert declined.exit_code == 1 and "Publish cs_stuck:1 (20 credits)" in declined.output
+    assert coins.nothing_more() == []
+    result = arcade("ledger", "resend", "cs_stuck", env=env, input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "published: cs_stuck:1 (20 credits), cs_stuck:2 (20 credits)" in result.output
+    assert [m.json()["id"] for m in coins.wait_for(3)] == ["cs_stuck:1", "cs_stuck:2",
+                                                           "cs_stuck:3"]
+    stored = store.get("cs_stuck")
+    assert [p.state for p in stored.parts] == ["published"] * 3
+    assert stored.events[-1].kind == "operator_resend"
+
+
+def test_refund_refunds_the_undelivered_parts_now(operator, arcade, stripe_stub):
+    store, env = operator
+    store.ack("cab-a", "cs_stuck:1", "done", "", time.time())  # one part got through
+    result = arcade("ledger", "refund", "cs_stuck", env=env, input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Refund 25.00 USD for 2 undelivered part(s)" in result.output
+    calls = stripe_stub.calls("POST", "/v1/refunds")
+    assert sorted((c["headers"]["Idempotency-Key"], c["form"]["amount"]) for c in calls) == [
+        ("arcade-refund-cs_stuck:2", "2000"),
+        ("arcade-refund-cs_stuck:3", "500"),
+    ]
+    assert [p.state for p in store.get("cs_stuck").parts] == ["done", "refunded", "refunded"]
+    again = arcade("ledger", "refund", "cs_stuck", env=env, input="y\n")
+    assert again.exit_code == 2 and "nothing to refund" in again.output
+    assert len(stripe_stub.calls("POST", "/v1/refunds")) == 2
