@@ -75,6 +75,10 @@ class Store(Protocol):
         lost on a power cut until the next durable write (only for writes that nobody outside
         hears about before a durable one follows: the claim)."""
 
+    def insert_new(self, payment: Payment, now: float) -> bool:
+        """Write `payment` only if there is no record yet (one request, not synced: the claim's
+        fast path); False if one exists."""
+
     def get(self, session_id: str) -> Payment | None: ...
 
     def payments(
@@ -134,6 +138,9 @@ class LedgerOps:
     ) -> T:  # pragma: no cover
         raise NotImplementedError
 
+    def insert_new(self, payment: Payment, now: float) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
     def get(self, session_id: str) -> Payment | None:  # pragma: no cover
         raise NotImplementedError
 
@@ -153,6 +160,9 @@ class LedgerOps:
         """`claim`, and the record as it is after it (no second read before publishing)."""
         # Not synced: if a power cut takes the claim, Stripe has had no answer and retries; the
         # publish results that end this delivery are (api/crediting.py).
+        new, (answer, record) = ledger.claimed(None, payment, token, now, lease_seconds)
+        if new is not None and self.insert_new(ledger.finish(new, now), now):
+            return answer, record  # the first delivery: one write before the publish
         return self.update(
             payment.session_id,
             lambda current: ledger.claimed(current, payment, token, now, lease_seconds),

@@ -142,6 +142,18 @@ class DynamoDBStore(LedgerOps):
             return answer
         raise RuntimeError(f"could not update {session_id}: it keeps changing")
 
+    def insert_new(self, payment: Payment, now: float) -> bool:
+        payment.version = 1
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=_payment_item(payment),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False  # exists (or our own write, retried: update's re-read recognises it)
+        return True
+
     def get(self, session_id: str) -> Payment | None:
         item = self._get(_session_key(session_id))
         return ledger.loads(item["doc"]["S"]) if item else None

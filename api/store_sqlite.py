@@ -5,8 +5,10 @@ indexes need (machine, state, created_at, payment intent, sweep_at). A change is
 `BEGIN IMMEDIATE` transaction (read, apply, write), so two workers can never both claim, and a
 release can never slip between a claim's read and its write.
 
-WAL with `synchronous=FULL`: a commit is on disk before we answer Stripe `200` (NORMAL may lose
-the last commits on a power cut, e.g. a `published` mark after Stripe stopped retrying).
+WAL, with `synchronous=FULL` for every write someone outside hears about (Stripe's answer, a
+refund): that commit is on disk, with every earlier one, before we answer. NORMAL alone may lose
+the last commits on a power cut (e.g. a `published` mark after Stripe stopped retrying). The
+claim before a publish is not synced: one fsync per webhook, after the publish.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class SQLiteStore(LedgerOps):
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
+            # Synced only where it matters: see _durable.
+            connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection = connection
         return connection
 
@@ -109,12 +112,9 @@ class SQLiteStore(LedgerOps):
     def update(self, session_id: str, change: Change[T], now: float, durable: bool = True) -> T:
         connection = self._connection()
         if not durable:  # WAL: the next synced commit makes this one durable too
-            connection.execute("PRAGMA synchronous=NORMAL")
-        try:
             return self._update(connection, session_id, change, now)
-        finally:
-            if not durable:
-                connection.execute("PRAGMA synchronous=FULL")
+        with _durable(connection):
+            return self._update(connection, session_id, change, now)
 
     def _update(self, connection, session_id: str, change: Change[T], now: float) -> T:
         with _transaction(connection):
@@ -128,6 +128,14 @@ class SQLiteStore(LedgerOps):
                 payment.version = (current.version if current else 0) + 1
                 connection.execute(_UPSERT, _columns(payment))
         return answer
+
+    def insert_new(self, payment: Payment, now: float) -> bool:
+        payment.version = 1
+        cursor = self._execute(
+            _UPSERT.split("ON CONFLICT")[0] + "ON CONFLICT (session_id) DO NOTHING",
+            _columns(payment),
+        )
+        return cursor.rowcount == 1
 
     def get(self, session_id: str) -> Payment | None:
         row = self._execute(
@@ -191,16 +199,17 @@ class SQLiteStore(LedgerOps):
             ).fetchone()
             found = (row["amount_refunded"], bool(row["disputed"])) if row else (0, False)
             return IntentNote(payment_intent, session_id, *found)
-        row = self._execute(
-            "INSERT INTO intents (payment_intent, session_id, amount_refunded, disputed)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (payment_intent) DO UPDATE SET"
-            " session_id = CASE WHEN intents.session_id = '' THEN excluded.session_id"
-            "   ELSE intents.session_id END,"
-            " amount_refunded = max(intents.amount_refunded, excluded.amount_refunded),"
-            " disputed = max(intents.disputed, excluded.disputed)"
-            " RETURNING payment_intent, session_id, amount_refunded, disputed",
-            (payment_intent, session_id, amount_refunded, int(disputed)),
-        ).fetchone()
+        with _durable(self._connection()):  # Stripe hears 200 after this
+            row = self._execute(
+                "INSERT INTO intents (payment_intent, session_id, amount_refunded, disputed)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (payment_intent) DO UPDATE SET"
+                " session_id = CASE WHEN intents.session_id = '' THEN excluded.session_id"
+                "   ELSE intents.session_id END,"
+                " amount_refunded = max(intents.amount_refunded, excluded.amount_refunded),"
+                " disputed = max(intents.disputed, excluded.disputed)"
+                " RETURNING payment_intent, session_id, amount_refunded, disputed",
+                (payment_intent, session_id, amount_refunded, int(disputed)),
+            ).fetchone()
         found = self.find_by_payment_intent(payment_intent)
         return IntentNote(
             payment_intent,
@@ -268,6 +277,20 @@ class SQLiteStore(LedgerOps):
 
     def ping(self) -> None:
         self._execute("SELECT 1").fetchone()
+
+
+class _durable:
+    """synchronous=FULL around one write: its commit is on disk (with every earlier unsynced
+    WAL frame) before the caller answers anyone. Other writes stay NORMAL (WAL, no fsync)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> None:
+        self.connection.execute("PRAGMA synchronous=FULL")
+
+    def __exit__(self, kind, error, trace) -> None:
+        self.connection.execute("PRAGMA synchronous=NORMAL")
 
 
 class _transaction:

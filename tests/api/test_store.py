@@ -351,18 +351,21 @@ def test_a_release_between_a_claims_read_and_write_never_refuses_a_paid_payment(
 
 def test_sqlite_commits_are_durable_before_stripe_hears_200(tmp_path):
     """Why 7: WAL with synchronous=NORMAL may lose the last commits on a power cut (a payment
-    marked published after Stripe got 200). FULL syncs the WAL on every commit."""
+    marked published after Stripe got 200). The commit that ends a delivery runs with FULL (an
+    fsync, which also makes every earlier unsynced commit durable); the claim before the publish
+    does not need one."""
     from api.store_sqlite import SQLiteStore
 
     store = SQLiteStore(str(tmp_path / "ledger.db"))
-    results = []
-    thread = threading.Thread(
-        target=lambda: results.append(store._execute("PRAGMA synchronous").fetchone()[0])
-    )
-    thread.start()
-    thread.join()
-    assert results == [2]  # FULL, on every thread's own connection
-    assert store._execute("PRAGMA synchronous").fetchone()[0] == 2
+    seen: list[str] = []
+    store._connection().set_trace_callback(seen.append)
+    store.claim(payment(), "t", 1000.0, LEASE)
+    before_publish, seen[:] = list(seen), []
+    store.published("cs_test_1", "t", {"cs_test_1": 0}, 1001.0)
+    store._connection().set_trace_callback(None)
+    assert not any("synchronous=FULL" in statement for statement in before_publish)
+    full = seen.index("PRAGMA synchronous=FULL")
+    assert full < seen.index("COMMIT") < seen.index("PRAGMA synchronous=NORMAL")
 
 
 def test_a_v1_ledger_is_converted_in_place(tmp_path):
