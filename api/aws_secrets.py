@@ -28,6 +28,7 @@ SECRET_KEYS = (
     "MQTT_USERNAME",
     "MQTT_PASSWORD",
     "MACHINE_TOKEN_SECRET",
+    "OPERATOR_TOKEN",
     "INGEST_TOKEN",  # the broker rule's bearer token for POST /ingest/mqtt (issue 10)
 )
 CA_PEM_KEY = "MQTT_CA_CERT_PEM"

@@ -35,6 +35,15 @@ Change = Callable[[Payment | None], tuple[Payment | None, T]]
 
 
 @dataclass
+class Link:
+    """A cabinet's Stripe Payment Link for one price, and when Stripe last confirmed it."""
+
+    url: str
+    link_id: str = ""  # plink_…; empty for links cached before ids were kept
+    checked_at: float = 0.0
+
+
+@dataclass
 class Cabinet:
     """What the ledger last heard from a cabinet: its retained status, and any message since."""
 
@@ -107,10 +116,13 @@ class Store(Protocol):
         dispute stays) and return everything known."""
 
     # --- links, cabinets, heartbeats --------------------------------------------------------
-    def get_link(self, machine_id: str, price_id: str) -> str | None: ...
+    def link(self, machine_id: str, price_id: str) -> Link | None: ...
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
-        """Store a link unless one exists; returns the stored one (first writer wins)."""
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
+        """Store a link if there is none (replacing=None) or if the stored one still has the url
+        `replacing`; returns the stored link (of two concurrent writers, the first wins)."""
 
     def cabinet_seen(self, cabinet: Cabinet) -> None:
         """Remember a cabinet's latest status (one record per cabinet, last write wins)."""

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from api import ledger
-from api.store import Cabinet, Change, Heartbeat, IntentNote, LedgerOps, Payment, State, T
+from api.store import Cabinet, Change, Heartbeat, IntentNote, LedgerOps, Link, Payment, State, T
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -63,9 +63,16 @@ CREATE TABLE IF NOT EXISTS links (
     price_id   TEXT NOT NULL,
     url        TEXT NOT NULL,
     created_at REAL NOT NULL,
+    link_id    TEXT NOT NULL DEFAULT '',
+    checked_at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (machine_id, price_id)
 );
 """
+# Columns added since the first release, for ledgers created before them.
+_ADDED_COLUMNS = {
+    "links": ("link_id TEXT NOT NULL DEFAULT ''", "checked_at REAL NOT NULL DEFAULT 0"),
+    "cabinets": ("problem TEXT NOT NULL DEFAULT ''", "detail TEXT NOT NULL DEFAULT ''"),
+}
 
 _UPSERT = """
 INSERT INTO payments (session_id, machine_id, state, created_at, updated_at, payment_intent,
@@ -92,6 +99,7 @@ class SQLiteStore(LedgerOps):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
+            _add_missing_columns(connection)
 
     def _connection(self) -> sqlite3.Connection:
         # One connection per thread: sqlite3 connections must not be shared between threads.
@@ -219,19 +227,26 @@ class SQLiteStore(LedgerOps):
         )
 
     # --- links ----------------------------------------------------------------------------------
-    def get_link(self, machine_id: str, price_id: str) -> str | None:
+    def link(self, machine_id: str, price_id: str) -> Link | None:
         row = self._execute(
-            "SELECT url FROM links WHERE machine_id = ? AND price_id = ?", (machine_id, price_id)
+            "SELECT url, link_id, checked_at FROM links WHERE machine_id = ? AND price_id = ?",
+            (machine_id, price_id),
         ).fetchone()
-        return row["url"] if row else None
+        return Link(row["url"], row["link_id"], row["checked_at"]) if row else None
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
         self._execute(
-            "INSERT INTO links (machine_id, price_id, url, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (machine_id, price_id) DO NOTHING",
-            (machine_id, price_id, url, now),
+            "INSERT INTO links (machine_id, price_id, url, created_at, link_id, checked_at)"
+            " VALUES (:machine, :price, :url, :now, :link_id, :now)"
+            " ON CONFLICT (machine_id, price_id) DO UPDATE SET url = excluded.url,"
+            " link_id = excluded.link_id, checked_at = excluded.checked_at"
+            " WHERE links.url = :replacing",
+            {"machine": machine_id, "price": price_id, "url": link.url, "link_id": link.link_id,
+             "now": link.checked_at, "replacing": replacing},
         )
-        return self.get_link(machine_id, price_id) or url
+        return self.link(machine_id, price_id) or link
 
     # --- cabinets and heartbeats ----------------------------------------------------------------
     def cabinet_seen(self, cabinet: Cabinet) -> None:
@@ -344,13 +359,14 @@ def _migrate_v1(connection: sqlite3.Connection) -> None:
             connection.execute(statement)
         for row in connection.execute("SELECT * FROM payments_v1").fetchall():
             connection.execute(_UPSERT, _columns(_from_v1(dict(row))))
-    cabinet_columns = {row[1] for row in connection.execute("PRAGMA table_info(cabinets)")}
-    if cabinet_columns:
-        for name in ("problem", "detail"):
-            if name not in cabinet_columns:
-                connection.execute(
-                    f"ALTER TABLE cabinets ADD COLUMN {name} TEXT NOT NULL DEFAULT ''"
-                )
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _from_v1(row: dict) -> Payment:

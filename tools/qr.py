@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 
 from tools.errors import UserError
-from tools.http import ApiRefused, endpoint, post_json
+from tools.http import ApiRefused, endpoint, operator_auth, post_json
 from tools.settings import require_machine_id
 
 SCALE = 12  # pixels (PNG) or user units (SVG) per module: ~40 mm wide at 300 dpi for a link
@@ -20,7 +20,8 @@ LABEL_RATIO = 0.12  # height of the text band, as a share of the code's width
 
 
 def payment_url_from_api(api_base: str, machine_id: str) -> str:
-    answer = post_json(endpoint(api_base, "/create-payment-link"), {"machine_id": machine_id})
+    answer = post_json(endpoint(api_base, "/create-payment-link"), {"machine_id": machine_id},
+                       operator_auth())
     if answer.status != 200:
         raise ApiRefused(f"the API answered {answer.status}: {answer.reason()}")
     url = answer.json().get("url")

@@ -99,7 +99,7 @@ def test_not_a_session_id_is_404(app, session_id):
 
 
 def test_payment_links_send_the_player_to_the_receipt(make_app, stripe_api):
-    app = make_app(PUBLIC_URL="https://arcade.example.com")
+    app = make_app(PUBLIC_URL="https://arcade.example.com", MACHINE_IDS="cab-a")
     response = app.test_client().post("/create-payment-link", json={"machine_id": "cab-a"})
     assert response.status_code == 200, response.json
     [create] = stripe_api.calls("POST", "/v1/payment_links")

@@ -263,7 +263,7 @@ def test_test_checkout_without_stripe_records_the_refund_and_calls_nobody(
     """`make run` without a Stripe account: nothing was charged, so nothing is sent to Stripe;
     the refund is recorded for the ledger and the receipt."""
     app = make_app(STORE_URL=store_url, TEST_CHECKOUT="true", STRIPE_API_KEY="",
-                   MACHINE_IDS="machine_456")
+                   PUBLIC_URL="http://127.0.0.1:5000", MACHINE_IDS="machine_456")
     session = paid(app)
     assert sweep(services_of(app)).refunded == 1
     stored = services_of(app).store.get(session["id"])

@@ -238,11 +238,30 @@ def test_find_by_payment_intent(store):
 
 
 def test_links_first_writer_wins(store):
-    assert store.get_link("machine_123", "price_1") is None
-    assert store.put_link("machine_123", "price_1", "https://a", 1000.0) == "https://a"
-    assert store.put_link("machine_123", "price_1", "https://b", 1001.0) == "https://a"
-    assert store.get_link("machine_123", "price_1") == "https://a"
-    assert store.get_link("machine_123", "price_2") is None
+    from api.store import Link
+
+    assert store.link("machine_123", "price_1") is None
+    assert store.save_link("machine_123", "price_1", Link("https://a", "plink_a", 1000.0)).url == (
+        "https://a")
+    assert store.save_link("machine_123", "price_1", Link("https://b", "plink_b", 1001.0)).url == (
+        "https://a")
+    assert store.link("machine_123", "price_1") == Link("https://a", "plink_a", 1000.0)
+    assert store.link("machine_123", "price_2") is None
+
+
+def test_a_link_is_replaced_only_over_the_one_it_replaces(store):
+    from api.store import Link
+
+    store.save_link("machine_123", "price_1", Link("https://a", "plink_a", 1000.0))
+    stale = store.save_link("machine_123", "price_1", Link("https://c", "plink_c", 1002.0),
+                            replacing="https://b")  # someone else's view: not applied
+    assert stale.url == "https://a"
+    new = store.save_link("machine_123", "price_1", Link("https://b", "plink_b", 1003.0),
+                          replacing="https://a")
+    assert new == Link("https://b", "plink_b", 1003.0)
+    checked = store.save_link("machine_123", "price_1", Link("https://b", "plink_b", 1009.0),
+                              replacing="https://b")
+    assert checked.checked_at == 1009.0
 
 
 def test_ping(store):
