@@ -521,8 +521,10 @@ def refunded(
     """Our refund of one part went through in Stripe. If the cabinet confirmed the part
     meanwhile, the money went back anyway: refunded_but_delivered, for the operator."""
     part = current.part(part_id) if current else None
-    if part is None or part.refund_id == refund_id or part.state == PartState.REFUNDED:
+    if part is None or part.state == PartState.REFUNDED:
         return None, None
+    if refund_id and part.refund_id == refund_id:
+        return None, None  # this very refund, recorded already
     payment = copy(current)
     part = payment.part(part_id)
     if part.state in DELIVERED:
