@@ -55,8 +55,16 @@ install: $(TEST_STAMP)
 mosquitto:
 	$(call apt_install,{ command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null && command -v mosquitto_sub >/dev/null,mosquitto mosquitto-clients)
 
+# libfaketime (Debian's faketime): the firmware tests start a board with its clock at 2000-01-01,
+# as an ESP32's RTC reads after power-on.
 test-tools:
 	$(call apt_install,command -v curl >/dev/null,curl)
+	$(call apt_install,[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ],faketime)
+
+# The real MicroPython for the firmware tests and `make bench`: the folder holding micropython,
+# micropython-32 and micropython-esp32sock (without them those tests skip; with CI=true they fail).
+ARCADE_MICROPYTHON ?= $(abspath ../shared/micropython/bin)
+export ARCADE_MICROPYTHON
 
 test: $(TEST_STAMP) node_modules/.installed mosquitto test-tools
 	$(BIN)/ruff check .

@@ -13,24 +13,36 @@ MAX_BODY_BYTES = 256 * 1024
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """The app, configured from the environment (and `.env`), or from `test_config`'s variables."""
-    from api import console, errors, ingest, logs, receipt, services, test_checkout, views, webhook
-    from api.settings import SettingsError, load_dotenv_files, settings_from_env
+    from api import (
+        console,
+        errors,
+        ingest,
+        logs,
+        receipt,
+        security,
+        services,
+        test_checkout,
+        views,
+        webhook,
+    )
+    from api.settings import SettingsError, api_settings_from_env, load_dotenv_files
 
     if test_config is None:
         load_dotenv_files()
         try:
-            settings = settings_from_env()
+            settings = api_settings_from_env()
         except SettingsError as error:
             # One line naming the variable, not a traceback (also on Lambda's init log).
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
     else:
-        settings = settings_from_env(test_config)
+        settings = api_settings_from_env(test_config)
 
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     services.init_app(app, settings)
     errors.init_app(app)
+    security.init_app(app, settings)
     logs.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from api import ledger, protocol
 from api.ledger import Claim, Part, PartState, Payment
+from api.logs import note
 from api.publisher import Outgoing, PublishError, refused
 from api.services import Services
 
@@ -153,12 +154,25 @@ def record_failed(services: Services, payment: Payment) -> Outcome:
 
 
 def record_undeliverable(services: Services, payment: Payment, reason: str) -> Outcome:
-    """Paid, but it can reach no cabinet (unknown or invalid machine, too many parts, no
-    credits): kept in the ledger, nothing published, refunded by the next sweep."""
+    """Paid, but it can reach no cabinet (unknown or invalid machine): kept in the ledger,
+    nothing published, refunded by the next sweep."""
     now = time.time()
     services.store.never_deliverable(payment, reason, now)
     current = with_stripe_facts(services, services.store.get(payment.session_id), now)
     return Outcome(200, "undeliverable", extra={"reason": undeliverable_reason(current) or reason})
+
+
+def record_not_credited(services: Services, payment: Payment, reason: str) -> Outcome:
+    """Paid, but the operator's rules credit nothing (another currency, a free checkout, less
+    than one credit): kept in the ledger as `not_credited`, nothing published, and what was
+    charged refunded by the next sweep (nothing to give back for a free checkout)."""
+    now = time.time()
+    services.store.never_deliverable(
+        replace(payment, credits=0), ledger.NOT_CREDITED + reason, now
+    )
+    with_stripe_facts(services, services.store.get(payment.session_id), now)
+    note(reason=reason)
+    return Outcome(200, "not_credited", extra={"reason": reason})
 
 
 # --- what Stripe says about a charge -------------------------------------------------------------

@@ -15,7 +15,6 @@ when the ledger could not be written, so the broker retries.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 
@@ -24,6 +23,8 @@ from flask import Blueprint, jsonify, request
 from api.delivery import record_message
 from api.errors import error_response
 from api.logs import note
+from api.machines import same_secret
+from api.security import bearer_token
 from api.services import services
 
 bp = Blueprint("ingest", __name__)
@@ -32,11 +33,7 @@ MAX_MESSAGES = 100
 
 
 def authorised(token: str) -> bool:
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    presented = presented.strip()
-    return scheme.lower() == "bearer" and bool(presented) and hmac.compare_digest(
-        presented.encode(), token.encode()
-    )
+    return same_secret(bearer_token(), token)
 
 
 def messages_of(body: object) -> list[tuple[str, bytes]] | None:

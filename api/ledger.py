@@ -45,6 +45,8 @@ class State(enum.StrEnum):
     REFUNDED = "refunded"  # every part is done or refunded, at least one refunded
     REFUNDED_BUT_DELIVERED = "refunded_but_delivered"  # refunded, then pulsed after all
     DISPUTED = "disputed"  # a dispute was opened: nothing more is published or refunded
+    NOT_CREDITED = "not_credited"  # paid, but the operator's rules credit nothing (CURRENCY,
+    # ALLOW_FREE_CREDITS, less than one credit): refunded by the next sweep
 
 
 class PartState(enum.StrEnum):
@@ -65,6 +67,7 @@ REFUNDABLE = (PartState.PAID, PartState.PUBLISHED, PartState.UNDELIVERABLE, Part
 DELIVERED = (PartState.RECEIVED, PartState.DONE, PartState.REFUNDED_BUT_DELIVERED)
 # Payment states in which something is still owed to the player.
 OPEN_STATES = (
+    State.NOT_CREDITED,
     State.PAID,
     State.UNDELIVERABLE,
     State.PUBLISHED,
@@ -76,8 +79,9 @@ NEVER_DELIVERABLE = (
     "too_many_parts",
     "unknown_machine",
     "invalid_machine_id",
-    "no_credits",
 )
+# The reason of a part the operator's rules credit nothing for starts with this.
+NOT_CREDITED = "not credited: "
 
 
 class Claim(enum.StrEnum):
@@ -194,6 +198,9 @@ def summary(payment: Payment) -> State:
     fully_refunded = bool(payment.amount) and payment.amount_refunded >= (payment.amount or 0)
     if fully_refunded:  # in Stripe, by us or by hand: the money is back, whatever was pulsed
         return State.REFUNDED
+    if any(p.state == PartState.UNDELIVERABLE and p.reason.startswith(NOT_CREDITED)
+           for p in payment.parts):
+        return State.NOT_CREDITED
     for part_state, state in (
         (PartState.UNDELIVERABLE, State.UNDELIVERABLE),
         (PartState.EXPIRED, State.EXPIRED),
@@ -514,8 +521,10 @@ def refunded(
     """Our refund of one part went through in Stripe. If the cabinet confirmed the part
     meanwhile, the money went back anyway: refunded_but_delivered, for the operator."""
     part = current.part(part_id) if current else None
-    if part is None or part.refund_id == refund_id or part.state == PartState.REFUNDED:
+    if part is None or part.state == PartState.REFUNDED:
         return None, None
+    if refund_id and part.refund_id == refund_id:
+        return None, None  # this very refund, recorded already
     payment = copy(current)
     part = payment.part(part_id)
     if part.state in DELIVERED:

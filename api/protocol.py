@@ -24,11 +24,14 @@ def topic(prefix: str, machine_id: str, kind: str) -> str:
 
 
 def parse_topic(prefix: str, name: str) -> tuple[str, str] | None:
-    """(machine_id, kind) of a contract topic, or None for anything else."""
-    parts = name.split("/")
-    if len(parts) != 4 or parts[0] != prefix or parts[1] != "machine" or parts[3] not in KINDS:
+    """(machine_id, kind) of a contract topic, or None for anything else. The prefix may have
+    several levels (`site1/arcade`)."""
+    if not name.startswith(prefix + "/"):
         return None
-    return parts[2], parts[3]
+    parts = name[len(prefix) + 1 :].split("/")
+    if len(parts) != 3 or parts[0] != "machine" or parts[2] not in KINDS:
+        return None
+    return parts[1], parts[2]
 
 
 def encode(message: dict) -> bytes:

@@ -109,13 +109,24 @@ def receipt_of(payment: Payment | None, now: float) -> Receipt:
             steps(2),
             **facts,
         )
+    if state == State.NOT_CREDITED:
+        charged = bool(payment.amount)
+        return Receipt(
+            "This payment buys no credits here",
+            refund_promise(payment, now) if charged else "Nothing was charged.",
+            "refund" if charged else "bad",
+            not charged,
+            steps(0, failed_at=1),
+            **facts,
+        )
+    if state == State.REFUNDED and not refunded:
+        return Receipt("Nothing was charged", "No credits were sent.", "bad", True,
+                       steps(1, failed_at=1), **facts)
     if state == State.REFUNDED:
         played = sum(p.credits for p in payment.parts if p.state in DELIVERED)
         detail = "Refunds usually show on your statement within 5–10 days."
         if played:
             detail = f"{played} of {payment.credits} credits were played. " + detail
-        elif not refunded:
-            detail = "Nothing was charged."
         return Receipt(
             f"Refunded: {money(refunded, payment.currency)}",
             detail,

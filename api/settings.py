@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class SettingsError(ValueError):
@@ -89,13 +86,6 @@ def mqtt_settings_from_env(
     ca_cert = _text(env, "MQTT_CA_CERT")
     if ca_cert and not Path(ca_cert).is_file():
         raise SettingsError(f"MQTT_CA_CERT points to {ca_cert!r}, which is not a file")
-    prefix = _text(env, "MQTT_TOPIC_PREFIX", "arcade")
-    if not TOPIC_LEVEL.fullmatch(prefix):
-        # A "+", "#" or "/" would make every coinpulse topic invalid or reach other topics.
-        raise SettingsError(
-            f"MQTT_TOPIC_PREFIX must be one topic level of letters, digits, '_' or '-',"
-            f" got {prefix!r}"
-        )
     return MqttSettings(
         host=host,
         port=parse_integer(env, "MQTT_PORT", 8883 if tls else 1883, minimum=1),
@@ -103,7 +93,7 @@ def mqtt_settings_from_env(
         password=_text(env, "MQTT_PASSWORD"),
         tls=tls,
         ca_cert=ca_cert,
-        prefix=prefix,
+        prefix=topic_prefix_from_env(env),
         timeout=parse_integer(env, "MQTT_PUBLISH_TIMEOUT_MS", 5000, minimum=100) / 1000,
     )
 
@@ -141,6 +131,7 @@ class Settings:
     alert_webhook_url: str = field(default="", repr=False)
     alert_webhook_topic: str = ""
     alert_offline_minutes: int = 10
+    security: SecuritySettings = field(default_factory=lambda: SecuritySettings())
     # --- delivery truth and refunds (issue 10) ---
     refund_undelivered_after_s: int = 180  # the deadline; 0 = never refund, only report
     refund_grace_s: int = 60
@@ -169,8 +160,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     mqtt = mqtt_settings_from_env(env)
     test_checkout = parse_flag(env, "TEST_CHECKOUT")
     api_key = _text(env, "STRIPE_API_KEY")
-    if test_checkout and api_key.startswith(("sk_live_", "rk_live_")):
-        raise SettingsError("TEST_CHECKOUT cannot be used with a live STRIPE_API_KEY (sk_live_…)")
+    public_url = _text(env, "PUBLIC_URL").rstrip("/")
     delivery = delivery_settings_from_env(env, api_key)
     lease = parse_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1)
     # A publish may take a connect and a PUBACK wait, each up to the timeout, plus ledger writes:
@@ -204,9 +194,136 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         claim_lease_seconds=lease,
         webhook_tolerance_seconds=parse_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
         test_checkout=test_checkout,
-        public_url=_text(env, "PUBLIC_URL").rstrip("/"),
+        public_url=public_url,
+        security=security_settings_from_env(env),
         **delivery,
         **console_settings_from_env(env),
+    )
+
+
+# --- Security: who may do what, how often, and what a payment may credit ----------------------
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    operator_token: str = field(default="", repr=False)
+    currency: str = "usd"
+    allow_free_credits: bool = False
+    test_checkout_networks: tuple[str, ...] = ()  # besides loopback
+    rate_limit_per_client: str = "60 per minute"
+    rate_limit_per_cabinet: str = "10 per minute"
+    link_check_seconds: int = 300
+    trusted_proxy_hops: int = 0
+
+
+def topic_prefix_from_env(env: Mapping[str, str]) -> str:
+    from api.machines import topic_prefix_problem
+
+    prefix = _text(env, "MQTT_TOPIC_PREFIX", "arcade")
+    problem = topic_prefix_problem(prefix)
+    if problem:
+        raise SettingsError(f"MQTT_TOPIC_PREFIX {problem}")
+    return prefix
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _text(env, name)
+    if not raw:
+        return default
+    if raw.lower() == "off":
+        return ""
+    from limits import parse_many  # imported only for a value the operator wrote
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        message = f"{name} must look like '60 per minute' or 'off', got {raw!r}"
+        raise SettingsError(message) from None
+    return raw
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    import ipaddress
+
+    networks = []
+    for item in _list(env, name):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            message = f"{name} must be networks like 192.168.1.0/24, got {item!r}"
+            raise SettingsError(message) from None
+    return tuple(networks)
+
+
+def is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def api_settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings the API starts with: also refuses an unsafe test checkout (the tools that only
+    read the ledger or the broker need not care where the test page would be served)."""
+    settings = settings_from_env(env)
+    if settings.test_checkout:
+        check_test_checkout(
+            settings.stripe_api_key, settings.public_url, settings.security.test_checkout_networks
+        )
+    return settings
+
+
+def check_test_checkout(api_key: str, public_url: str, networks: tuple[str, ...]) -> None:
+    """Test checkout credits for free: only where no one else can reach it, by explicit choice."""
+    from urllib.parse import urlsplit
+
+    if api_key:
+        raise SettingsError(
+            "TEST_CHECKOUT=true needs STRIPE_API_KEY unset: the test page pays for free, so it "
+            "never runs beside a Stripe account"
+        )
+    if not public_url:
+        raise SettingsError(
+            "TEST_CHECKOUT=true needs PUBLIC_URL (e.g. http://127.0.0.1:5000): the test links "
+            "are built from it, never from a request's Host header"
+        )
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise SettingsError(f"PUBLIC_URL must look like http://host:port, got {public_url!r}")
+    if not is_loopback_host(parts.hostname) and not networks:
+        raise SettingsError(
+            f"TEST_CHECKOUT=true with PUBLIC_URL={public_url} lets others reach the free test "
+            "page: set TEST_CHECKOUT_NETWORK to the network allowed to use it "
+            "(e.g. 192.168.1.0/24), or use a loopback PUBLIC_URL"
+        )
+
+
+def security_settings_from_env(env: Mapping[str, str]) -> SecuritySettings:
+    networks = _networks(env, "TEST_CHECKOUT_NETWORK")
+    currency = _text(env, "CURRENCY", SecuritySettings.currency).lower()
+    if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+        raise SettingsError(f"CURRENCY must be a 3-letter ISO code such as usd, got {currency!r}")
+    return SecuritySettings(
+        operator_token=_text(env, "OPERATOR_TOKEN"),
+        currency=currency,
+        allow_free_credits=parse_flag(env, "ALLOW_FREE_CREDITS"),
+        test_checkout_networks=networks,
+        rate_limit_per_client=_rate_limit(
+            env, "RATE_LIMIT_PER_CLIENT", SecuritySettings.rate_limit_per_client
+        ),
+        rate_limit_per_cabinet=_rate_limit(
+            env, "RATE_LIMIT_PER_CABINET", SecuritySettings.rate_limit_per_cabinet
+        ),
+        link_check_seconds=parse_integer(
+            env, "LINK_CHECK_SECONDS", SecuritySettings.link_check_seconds, minimum=0
+        ),
+        trusted_proxy_hops=parse_integer(env, "TRUSTED_PROXY_HOPS", 0, minimum=0),
     )
 
 

@@ -35,6 +35,15 @@ Change = Callable[[Payment | None], tuple[Payment | None, T]]
 
 
 @dataclass
+class Link:
+    """A cabinet's Stripe Payment Link for one price, and when Stripe last confirmed it."""
+
+    url: str
+    link_id: str = ""  # plink_…; empty for links cached before ids were kept
+    checked_at: float = 0.0
+
+
+@dataclass
 class Cabinet:
     """What the ledger last heard from a cabinet: its retained status, and any message since."""
 
@@ -75,6 +84,10 @@ class Store(Protocol):
         lost on a power cut until the next durable write (only for writes that nobody outside
         hears about before a durable one follows: the claim)."""
 
+    def insert_new(self, payment: Payment, now: float) -> bool:
+        """Write `payment` only if there is no record yet (one request, not synced: the claim's
+        fast path); False if one exists."""
+
     def get(self, session_id: str) -> Payment | None: ...
 
     def payments(
@@ -103,10 +116,13 @@ class Store(Protocol):
         dispute stays) and return everything known."""
 
     # --- links, cabinets, heartbeats --------------------------------------------------------
-    def get_link(self, machine_id: str, price_id: str) -> str | None: ...
+    def link(self, machine_id: str, price_id: str) -> Link | None: ...
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
-        """Store a link unless one exists; returns the stored one (first writer wins)."""
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
+        """Store a link if there is none (replacing=None) or if the stored one still has the url
+        `replacing`; returns the stored link (of two concurrent writers, the first wins)."""
 
     def cabinet_seen(self, cabinet: Cabinet) -> None:
         """Remember a cabinet's latest status (one record per cabinet, last write wins)."""
@@ -134,6 +150,9 @@ class LedgerOps:
     ) -> T:  # pragma: no cover
         raise NotImplementedError
 
+    def insert_new(self, payment: Payment, now: float) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
     def get(self, session_id: str) -> Payment | None:  # pragma: no cover
         raise NotImplementedError
 
@@ -153,6 +172,9 @@ class LedgerOps:
         """`claim`, and the record as it is after it (no second read before publishing)."""
         # Not synced: if a power cut takes the claim, Stripe has had no answer and retries; the
         # publish results that end this delivery are (api/crediting.py).
+        new, (answer, record) = ledger.claimed(None, payment, token, now, lease_seconds)
+        if new is not None and self.insert_new(ledger.finish(new, now), now):
+            return answer, record  # the first delivery: one write before the publish
         return self.update(
             payment.session_id,
             lambda current: ledger.claimed(current, payment, token, now, lease_seconds),

@@ -10,7 +10,8 @@ Single-table layout (string partition key `pk`, no sort key):
   write botocore retries after a lost response is recognised on the re-read.
 - `intent#<pi_…>`: what Stripe said about a payment intent (a refund or dispute may come before
   the session is known; see store.IntentNote). One UpdateItem merges and returns it.
-- `link#<machine>#<price>`: a payment link (first writer wins with a conditional PutItem).
+- `link#<machine>#<price>`: a payment link (first writer wins with a conditional PutItem; a
+  replacement only over the url it replaces).
 - `cabinet#<machine>`, `heartbeat#<name>`: cabinets' last status; delivery processes' health.
 
 Sparse global secondary indexes (only items carrying both keys are in one):
@@ -37,7 +38,7 @@ import json
 from typing import Any
 
 from api import ledger
-from api.store import Cabinet, Change, Heartbeat, IntentNote, LedgerOps, Payment, State, T
+from api.store import Cabinet, Change, Heartbeat, IntentNote, LedgerOps, Link, Payment, State, T
 from api.store_console_dynamodb import ConsoleDynamoDB
 
 # boto3 is imported on first use (nothing slow at Lambda import time), so no stubs here.
@@ -143,6 +144,18 @@ class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
             self._after_change(session_id)  # the console's totals and alerts
             return answer
         raise RuntimeError(f"could not update {session_id}: it keeps changing")
+
+    def insert_new(self, payment: Payment, now: float) -> bool:
+        payment.version = 1
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=_payment_item(payment),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False  # exists (or our own write, retried: update's re-read recognises it)
+        return True
 
     def get(self, session_id: str) -> Payment | None:
         item = self._get(_session_key(session_id))
@@ -258,21 +271,29 @@ class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
         )
 
     # --- links ----------------------------------------------------------------------------------
-    def get_link(self, machine_id: str, price_id: str) -> str | None:
+    def link(self, machine_id: str, price_id: str) -> Link | None:
         item = self._get(_link_key(machine_id, price_id))
-        return item["url"]["S"] if item else None
+        if not item:
+            return None
+        checked_at = float(item["checked_at"]["N"]) if "checked_at" in item else 0.0
+        return Link(item["url"]["S"], item.get("link_id", {}).get("S", ""), checked_at)
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
         key = _link_key(machine_id, price_id)
+        item = {"pk": _s(key), "url": _s(link.url), "link_id": _s(link.link_id),
+                "created_at": _n(link.checked_at), "checked_at": _n(link.checked_at)}
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if replacing is not None:
+            condition = {"ConditionExpression": "#url = :replacing",
+                         "ExpressionAttributeNames": {"#url": "url"},
+                         "ExpressionAttributeValues": {":replacing": _s(replacing)}}
         try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item={"pk": _s(key), "url": _s(url), "created_at": _n(now)},
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+            self.client.put_item(TableName=self.table_name, Item=item, **condition)
         except self.client.exceptions.ConditionalCheckFailedException:
-            pass  # first writer wins
-        return self.get_link(machine_id, price_id) or url
+            pass  # another writer was first
+        return self.link(machine_id, price_id) or link
 
     # --- cabinets and heartbeats ----------------------------------------------------------------
     def cabinet_seen(self, cabinet: Cabinet) -> None:

@@ -5,8 +5,10 @@ indexes need (machine, state, created_at, payment intent, sweep_at). A change is
 `BEGIN IMMEDIATE` transaction (read, apply, write), so two workers can never both claim, and a
 release can never slip between a claim's read and its write.
 
-WAL with `synchronous=FULL`: a commit is on disk before we answer Stripe `200` (NORMAL may lose
-the last commits on a power cut, e.g. a `published` mark after Stripe stopped retrying).
+WAL, with `synchronous=FULL` for every write someone outside hears about (Stripe's answer, a
+refund): that commit is on disk, with every earlier one, before we answer. NORMAL alone may lose
+the last commits on a power cut (e.g. a `published` mark after Stripe stopped retrying). The
+claim before a publish is not synced: one fsync per webhook, after the publish.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from pathlib import Path
 
 from api import ledger
-from api.store import Cabinet, Change, Heartbeat, IntentNote, LedgerOps, Payment, State, T
+from api.store import Cabinet, Change, Heartbeat, IntentNote, LedgerOps, Link, Payment, State, T
 from api.store_console_sqlite import ConsoleSQLite
 
 _SCHEMA = """
@@ -62,9 +64,16 @@ CREATE TABLE IF NOT EXISTS links (
     price_id   TEXT NOT NULL,
     url        TEXT NOT NULL,
     created_at REAL NOT NULL,
+    link_id    TEXT NOT NULL DEFAULT '',
+    checked_at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (machine_id, price_id)
 );
 """
+# Columns added since the first release, for ledgers created before them.
+_ADDED_COLUMNS = {
+    "links": ("link_id TEXT NOT NULL DEFAULT ''", "checked_at REAL NOT NULL DEFAULT 0"),
+    "cabinets": ("problem TEXT NOT NULL DEFAULT ''", "detail TEXT NOT NULL DEFAULT ''"),
+}
 
 _UPSERT = """
 INSERT INTO payments (session_id, machine_id, state, created_at, updated_at, payment_intent,
@@ -91,6 +100,7 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
+            _add_missing_columns(connection)
         self._console_schema()
 
     def _connection(self) -> sqlite3.Connection:
@@ -100,7 +110,8 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
+            # Synced only where it matters: see _durable.
+            connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection = connection
         return connection
 
@@ -111,12 +122,9 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
     def update(self, session_id: str, change: Change[T], now: float, durable: bool = True) -> T:
         connection = self._connection()
         if not durable:  # WAL: the next synced commit makes this one durable too
-            connection.execute("PRAGMA synchronous=NORMAL")
-        try:
             return self._update(connection, session_id, change, now)
-        finally:
-            if not durable:
-                connection.execute("PRAGMA synchronous=FULL")
+        with _durable(connection):
+            return self._update(connection, session_id, change, now)
 
     def _update(self, connection, session_id: str, change: Change[T], now: float) -> T:
         with _transaction(connection):
@@ -132,6 +140,14 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
         if payment is not None:
             self._after_change(session_id)  # the console's totals and alerts
         return answer
+
+    def insert_new(self, payment: Payment, now: float) -> bool:
+        payment.version = 1
+        cursor = self._execute(
+            _UPSERT.split("ON CONFLICT")[0] + "ON CONFLICT (session_id) DO NOTHING",
+            _columns(payment),
+        )
+        return cursor.rowcount == 1
 
     def get(self, session_id: str) -> Payment | None:
         row = self._execute(
@@ -195,16 +211,17 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
             ).fetchone()
             found = (row["amount_refunded"], bool(row["disputed"])) if row else (0, False)
             return IntentNote(payment_intent, session_id, *found)
-        row = self._execute(
-            "INSERT INTO intents (payment_intent, session_id, amount_refunded, disputed)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (payment_intent) DO UPDATE SET"
-            " session_id = CASE WHEN intents.session_id = '' THEN excluded.session_id"
-            "   ELSE intents.session_id END,"
-            " amount_refunded = max(intents.amount_refunded, excluded.amount_refunded),"
-            " disputed = max(intents.disputed, excluded.disputed)"
-            " RETURNING payment_intent, session_id, amount_refunded, disputed",
-            (payment_intent, session_id, amount_refunded, int(disputed)),
-        ).fetchone()
+        with _durable(self._connection()):  # Stripe hears 200 after this
+            row = self._execute(
+                "INSERT INTO intents (payment_intent, session_id, amount_refunded, disputed)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (payment_intent) DO UPDATE SET"
+                " session_id = CASE WHEN intents.session_id = '' THEN excluded.session_id"
+                "   ELSE intents.session_id END,"
+                " amount_refunded = max(intents.amount_refunded, excluded.amount_refunded),"
+                " disputed = max(intents.disputed, excluded.disputed)"
+                " RETURNING payment_intent, session_id, amount_refunded, disputed",
+                (payment_intent, session_id, amount_refunded, int(disputed)),
+            ).fetchone()
         found = self.find_by_payment_intent(payment_intent)
         return IntentNote(
             payment_intent,
@@ -214,19 +231,26 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
         )
 
     # --- links ----------------------------------------------------------------------------------
-    def get_link(self, machine_id: str, price_id: str) -> str | None:
+    def link(self, machine_id: str, price_id: str) -> Link | None:
         row = self._execute(
-            "SELECT url FROM links WHERE machine_id = ? AND price_id = ?", (machine_id, price_id)
+            "SELECT url, link_id, checked_at FROM links WHERE machine_id = ? AND price_id = ?",
+            (machine_id, price_id),
         ).fetchone()
-        return row["url"] if row else None
+        return Link(row["url"], row["link_id"], row["checked_at"]) if row else None
 
-    def put_link(self, machine_id: str, price_id: str, url: str, now: float) -> str:
+    def save_link(
+        self, machine_id: str, price_id: str, link: Link, replacing: str | None = None
+    ) -> Link:
         self._execute(
-            "INSERT INTO links (machine_id, price_id, url, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (machine_id, price_id) DO NOTHING",
-            (machine_id, price_id, url, now),
+            "INSERT INTO links (machine_id, price_id, url, created_at, link_id, checked_at)"
+            " VALUES (:machine, :price, :url, :now, :link_id, :now)"
+            " ON CONFLICT (machine_id, price_id) DO UPDATE SET url = excluded.url,"
+            " link_id = excluded.link_id, checked_at = excluded.checked_at"
+            " WHERE links.url = :replacing",
+            {"machine": machine_id, "price": price_id, "url": link.url, "link_id": link.link_id,
+             "now": link.checked_at, "replacing": replacing},
         )
-        return self.get_link(machine_id, price_id) or url
+        return self.link(machine_id, price_id) or link
 
     # --- cabinets and heartbeats ----------------------------------------------------------------
     def cabinet_seen(self, cabinet: Cabinet) -> None:
@@ -272,6 +296,20 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
 
     def ping(self) -> None:
         self._execute("SELECT 1").fetchone()
+
+
+class _durable:
+    """synchronous=FULL around one write: its commit is on disk (with every earlier unsynced
+    WAL frame) before the caller answers anyone. Other writes stay NORMAL (WAL, no fsync)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> None:
+        self.connection.execute("PRAGMA synchronous=FULL")
+
+    def __exit__(self, kind, error, trace) -> None:
+        self.connection.execute("PRAGMA synchronous=NORMAL")
 
 
 class _transaction:
@@ -325,13 +363,14 @@ def _migrate_v1(connection: sqlite3.Connection) -> None:
             connection.execute(statement)
         for row in connection.execute("SELECT * FROM payments_v1").fetchall():
             connection.execute(_UPSERT, _columns(_from_v1(dict(row))))
-    cabinet_columns = {row[1] for row in connection.execute("PRAGMA table_info(cabinets)")}
-    if cabinet_columns:
-        for name in ("problem", "detail"):
-            if name not in cabinet_columns:
-                connection.execute(
-                    f"ALTER TABLE cabinets ADD COLUMN {name} TEXT NOT NULL DEFAULT ''"
-                )
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _from_v1(row: dict) -> Payment:

@@ -10,6 +10,13 @@ from api.logs import note
 from api.machines import is_valid_machine_id, token_matches
 from api.payments import PaymentsError, payment_link_for
 from api.publisher import PublishError
+from api.security import (
+    Refused,
+    bearer_token,
+    limit_cabinet,
+    limit_client,
+    require_link_permission,
+)
 from api.services import services
 
 bp = Blueprint("views", __name__)
@@ -22,7 +29,10 @@ class BadRequest(ValueError):
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # "[[[[…" nested deeper than json.loads goes; silent= misses it
+        body = None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
     return body
@@ -81,19 +91,26 @@ def delivery_health(svc) -> dict[str, str]:
 @bp.post("/create-payment-link")
 def create_payment_link():
     svc = services()
+    limit_client("create-payment-link")
     body = json_body()
     machine_id = machine_id_from(body)
+    require_link_permission(svc.settings)
+    limit_cabinet("create-payment-link", machine_id)
     if svc.settings.test_checkout:
         return jsonify(url=test_checkout.checkout_url(machine_id), test=True)
-    price_id = body.get("price_id") or svc.settings.price_id
+    price_id = body.get("price_id")
+    if price_id is not None and not (isinstance(price_id, str) and price_id):
+        raise BadRequest("price_id must be a price id (text), or left out for PRICE_ID")
+    price_id = price_id or svc.settings.price_id
     if not price_id:
         return error_response(503, "PRICE_ID is not set on the server")
-    if not isinstance(price_id, str) or not svc.settings.price_allowed(price_id):
+    if not svc.settings.price_allowed(price_id):
         raise BadRequest("price_id is not one of the allowed prices")
     try:
         url = payment_link_for(svc.store, svc.settings, machine_id, price_id, public_base())
     except PaymentsError as error:
-        return error_response(502, f"Stripe: {error}")
+        retry = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+        raise Refused(error.status, error.message, retry) from None
     return jsonify(url=url)
 
 
@@ -102,15 +119,10 @@ def public_base() -> str:
     return services().settings.public_url or request.host_url.rstrip("/")
 
 
-def bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 @bp.post("/gameover")
 def gameover():
     svc = services()
+    limit_client("gameover")
     machine_id = machine_id_from(json_body())
     secret = svc.settings.machine_token_secret
     if not secret:
@@ -122,6 +134,8 @@ def gameover():
             "a valid 'Authorization: Bearer <machine token>' is required: the cabinet's token is "
             f"printed by `arcade provision {machine_id} --token-only`",
         )
+    # After the token: a stranger cannot use up a cabinet's allowance.
+    limit_cabinet("gameover", machine_id)
     message = protocol.gameover(machine_id)
     topic = protocol.topic(svc.settings.mqtt_topic_prefix, machine_id, protocol.GAMEOVER)
     try:

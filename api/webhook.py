@@ -28,6 +28,13 @@ def verify_signature(payload: bytes, header: str, settings: Settings) -> None:
     """Accept a signature made with any configured secret (rotation keeps two for a while)."""
     import stripe
 
+    if not header.isascii():
+        # Stripe's header is ASCII; the library would raise TypeError comparing other text.
+        raise BadEvent("invalid Stripe signature (malformed Stripe-Signature header)")
+    try:
+        payload.decode("utf-8")  # what the library does first, raising a bare UnicodeDecodeError
+    except UnicodeDecodeError:
+        raise BadEvent("body is not UTF-8 JSON") from None
     if signed_at(header) > time.time() + settings.webhook_tolerance_seconds:
         # Stripe's check only bounds the past; a far-future stamp would widen the replay window.
         raise BadEvent("invalid Stripe signature (timestamp in the future)")
@@ -46,7 +53,7 @@ def signed_at(header: str) -> int:
     """The `t=` of a Stripe-Signature header (0 when absent; the library then rejects it)."""
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and value.isascii() and value.isdigit():  # "²".isdigit() is True
             return int(value)
     return 0
 
@@ -64,21 +71,59 @@ def parse_event(payload: bytes) -> dict:
     return event
 
 
+def metadata_of(session: dict) -> dict:
+    metadata = session.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def metadata_credits(session: dict) -> int | None:
+    """The `credits` we put in the link's metadata (copied onto its sessions), if any."""
+    raw = str(metadata_of(session).get("credits", "")).strip()
+    return int(raw) if raw.isascii() and raw.isdigit() else None  # "²".isdigit() is True
+
+
+def in_our_currency(session: dict, settings: Settings) -> bool:
+    currency = session.get("currency")
+    return isinstance(currency, str) and currency.lower() == settings.security.currency
+
+
 def credits_of(session: dict, settings: Settings) -> int:
-    """Metadata `credits` (set by us on the link), else the amount at CENTS_PER_CREDIT."""
-    raw = str((session.get("metadata") or {}).get("credits", "")).strip()
-    if raw.isdigit():
-        return int(raw)
+    """Metadata `credits` (set by us on the link), else the amount at CENTS_PER_CREDIT — only in
+    the operator's CURRENCY (8,400 INR is not 84 credits)."""
+    credits = metadata_credits(session)
+    if credits is not None:
+        return credits
     amount = session.get("amount_total")
-    return amount // settings.cents_per_credit if isinstance(amount, int) and amount > 0 else 0
+    if not in_our_currency(session, settings) or not isinstance(amount, int) or amount <= 0:
+        return 0
+    return amount // settings.cents_per_credit
+
+
+def why_not_credited(session: dict, settings: Settings) -> str | None:
+    """Why a paid session is recorded but not credited, or None when it is credited."""
+    if session.get("payment_status") == "no_payment_required" and (
+        not settings.security.allow_free_credits
+    ):
+        return "a free (100 % off) checkout, and ALLOW_FREE_CREDITS is off"
+    if metadata_credits(session) is None and not in_our_currency(session, settings):
+        return (f"paid in {session.get('currency')!r}; credits are counted from amounts in "
+                f"{settings.security.currency} only (CURRENCY)")
+    if credits_of(session, settings) <= 0:
+        return "worth less than one credit"
+    return None
 
 
 def payment_of(session: dict, settings: Settings) -> tuple[Payment | None, str]:
     """The ledger record for a Checkout Session (None when it is not for a cabinet), and why it
     can reach no cabinet ("" when it can). A paid session is recorded either way: money taken
     for a cabinet we cannot credit is refunded, never dropped."""
-    metadata = session.get("metadata") or {}
-    machine_id = metadata.get("machine_id") or session.get("client_reference_id")
+    # The link's metadata is ours; client_reference_id is in the URL, which the payer can edit:
+    # it only names the cabinet when the metadata names none.
+    machine_id = metadata_of(session).get("machine_id") or session.get("client_reference_id")
     if not machine_id:
         return None, ""
     session_id = session.get("id")
@@ -95,12 +140,10 @@ def payment_of(session: dict, settings: Settings) -> tuple[Payment | None, str]:
         session_id=session_id,
         machine_id=machine_id,
         credits=credits_of(session, settings),
-        amount=amount if isinstance(amount, int) else None,
-        currency=session.get("currency"),
-        payment_intent=session.get("payment_intent") or None,
+        amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+        currency=text_or_none(session.get("currency")),
+        payment_intent=text_or_none(session.get("payment_intent")),
     )
-    if not problem and payment.credits <= 0:
-        problem = "no_credits"
     return payment, problem
 
 
@@ -116,10 +159,11 @@ def handle_session(event_type: str, session: dict, svc: Services) -> Outcome:
     )
     if not paid:
         return crediting.record_pending(svc, payment)
-    if problem == "no_credits" and not payment.amount:
-        return Outcome(200, "ignored", extra={"reason": "no credits in this purchase"})
     if problem:
         return crediting.record_undeliverable(svc, payment, problem)
+    reason = why_not_credited(session, svc.settings)
+    if reason:
+        return crediting.record_not_credited(svc, payment, reason)
     # The deadline starts when the plan is first stored (docs/protocol.md), now.
     return crediting.credit(svc, payment)
 

@@ -1,31 +1,42 @@
-# Start-up and the main loop: config, journal, link; one top-level handler leaves the relay off.
+# Start-up and the main loop: runtime check, config, journal, link; one top-level handler leaves
+# the relay off.
 import sys
 
 from cabinet import Cabinet
 from micropython import const
 
-_CONFIG_RETRY_MS = const(10000)  # an invalid config is re-read this often (fix it with mpremote)
+_RETRY_MS = const(10000)  # an unusable config (or runtime) is looked at again this often
 _IDLE_MS = const(10)  # loop period when nothing is due: inputs are sampled at least this often
 _ERROR_RESET_MS = const(5000)
 
 
+def _refuse(board, problems):
+    """Say what is wrong, relay off, look again every 10 s (fix it with mpremote)."""
+    board.relay(False)
+    print("The cabinet cannot start; the relay stays off. Problems:")
+    for problem in problems:
+        print("  " + problem)
+    print("retrying in %d s" % (_RETRY_MS // 1000))
+    board.event("config_error", {"problems": problems})
+    board.sleep_ms(_RETRY_MS)
+
+
 def load_config(board):
-    """A valid config, printing what is wrong and retrying until there is one (relay off)."""
+    """A valid config on a MicroPython that can run it, printing what is wrong and retrying
+    until both are so (relay off)."""
     import config
 
+    problem = config.runtime_problem(sys.implementation)
     while True:
-        cfg, problems = config.load(board.CONFIG_PATH)
-        if cfg is not None:
-            # The rules are needed once per boot: give their ~6 KB of RAM back to the loop.
-            sys.modules.pop("config", None)
-            return cfg
-        board.relay(False)
-        print("config.json is not usable; the relay stays off. Problems:")
-        for problem in problems:
-            print("  " + problem)
-        print("retrying in %d s" % (_CONFIG_RETRY_MS // 1000))
-        board.event("config_error", {"problems": problems})
-        board.sleep_ms(_CONFIG_RETRY_MS)
+        if problem is None:
+            cfg, problems = config.load(board.CONFIG_PATH)
+            if cfg is not None:
+                # The rules are needed once per boot: give their ~6 KB of RAM back to the loop.
+                sys.modules.pop("config", None)
+                return cfg
+        else:
+            problems = [problem]
+        _refuse(board, problems)
 
 
 class Loop:
@@ -42,6 +53,9 @@ class Loop:
             link = Link(board, cfg, cab.on_message, board.event, cab.coin_topic, self._last_will)
         self.link = link
         self.running = True
+        # Publishing stops after about one socket timeout per pass: with the longest other
+        # call (a connect) the pass stays well inside the watchdog (see config.py).
+        self._flush_ms = cfg["mqtt"]["timeout_s"] * 1000
         self._wdt = board.watchdog(cfg["watchdog_s"] * 1000)
 
     def step(self):
@@ -49,16 +63,18 @@ class Loop:
         cab = self.cabinet
         link = self.link
         now = board.ticks_ms()
-        wait = cab.tick(now)
+        wait = cab.tick(now, link.up and cab.owes_acks())
         if not cab.relay_on:  # the relay is never held closed while we talk to the network
-            idle = not cab.busy()
-            if link.poll(now, idle):
-                cab.connected()
-            if not cab.busy():
-                if link.up:
-                    cab.flush(link, board.ticks_ms())
-            elif idle:  # a credit just arrived: its first pulse starts in this same pass
-                wait = cab.tick(board.ticks_ms())
+            just_up = link.poll(now, not cab.mid_train())
+            if just_up:
+                cab.connected()  # its status goes in the next pass: one blocking step a pass
+            cab.link_problem = link.problem
+            if not cab.mid_train():
+                # Between trains: acks owed go first (a backlog hears `received` early); a credit
+                # to an idle cabinet starts its first pulse in this same pass, status after.
+                if link.up and not just_up and (cab.owes_acks() or not cab.ready_to_pulse()):
+                    cab.flush(link, now, self._flush_ms)
+                wait = cab.tick(board.ticks_ms(), link.up and cab.owes_acks())
         self._wdt.feed()  # only a loop that got here is healthy
         if wait < 0 or wait > _IDLE_MS:
             wait = _IDLE_MS
@@ -82,10 +98,9 @@ class Loop:
 
 def main(board):
     board.relay(False)
-    cfg = load_config(board)
-    board.setup(cfg)
-    loop = None
     try:
+        cfg = load_config(board)
+        board.setup(cfg)
         loop = Loop(board, cfg)
         board.started(loop)
         loop.run()

@@ -3,10 +3,15 @@
 import json
 
 CONFIG_FILE = "config.json"
+# The oldest MicroPython the firmware runs on: its frozen umqtt.simple (1.6.0) takes an
+# SSLContext and checks the broker's certificate and name; 1.22's (1.3.4) did neither.
+OLDEST_MICROPYTHON = (1, 25, 0)
 
 # Pins an ESP32 cannot give us safely (the WROOM/WROVER modules this firmware targets).
 FLASH_PINS = (6, 7, 8, 9, 10, 11)  # wired to the SPI flash: touching them crashes the chip
 STRAPPING_PINS = (0, 2, 5, 12, 15)  # sampled at reset: a signal here can stop boot or glitch
+UART0_PINS = (1, 3)  # the USB console (TX, RX): the boot ROM drives them
+PULLED_UP_AT_RESET = (14,)  # JTAG TMS: a weak pull-up from reset until boot.py (see docs)
 INPUT_ONLY_PINS = (34, 35, 36, 37, 38, 39)  # no output driver, no internal pull resistors
 MAX_GPIO = 39
 
@@ -35,6 +40,8 @@ DEFAULTS = {
     "gameover": {"pin": 27, "active_low": True, "debounce_ms": 50, "min_interval_ms": 2000},
     "lockout": {"pin": 25, "active_low": True, "debounce_ms": 50},
     "max_credits_per_message": 20,
+    "require_id": False,
+    "ntp_server": "pool.ntp.org",
     "status_interval_s": 60,
     "watchdog_s": 30,
 }
@@ -58,8 +65,20 @@ INT_RANGES = {
     "status_interval_s": (10, 3600),
     "watchdog_s": (10, 120),
 }
-BOOL_KEYS = ("mqtt.tls", "relay.active_high", "gameover.active_low", "lockout.active_low")
+BOOL_KEYS = ("mqtt.tls", "relay.active_high", "gameover.active_low", "lockout.active_low",
+             "require_id")
 STRING_KEYS = ("wifi.password", "mqtt.user", "mqtt.password", "mqtt.ca_file")
+
+
+def runtime_problem(implementation):
+    """Why this interpreter cannot run the firmware safely, or None."""
+    if implementation.name != "micropython":
+        return None  # the host cabinet (arcade simulate) on CPython
+    version = tuple(implementation.version[:3])
+    if version < OLDEST_MICROPYTHON:
+        return ("MicroPython %d.%d.%d is too old: its umqtt.simple cannot check the broker's TLS "
+                "certificate. Flash MicroPython 1.25 or newer (1.27 recommended)." % version)
+    return None
 
 
 def with_defaults(cfg):
@@ -72,7 +91,9 @@ def with_defaults(cfg):
                 continue
             section = dict(default)
             if isinstance(given, dict):
-                section.update(given)
+                for sub in given:
+                    if not sub.startswith("_"):  # comments stay on flash, not in the board's RAM
+                        section[sub] = given[sub]
             out[key] = section
         else:
             out[key] = default if given is None else given
@@ -104,8 +125,13 @@ def validate(cfg):
         value = _get(full, key)
         if value is not _MISSING and value is not None and not isinstance(value, str):
             problems.append(key + ": must be a string")
-    if full["mqtt"]["tls"] is True and not full["mqtt"]["ca_file"]:
+    _check_text(full, "ntp_server", problems)
+    mqtt = full["mqtt"]
+    if mqtt["tls"] is True and not mqtt["ca_file"]:
         problems.append("mqtt.ca_file: required when mqtt.tls is true (the board has no CA store)")
+    if bool(mqtt["user"]) != bool(mqtt["password"]):
+        problems.append("mqtt.password: give both mqtt.user and mqtt.password, or neither")
+    _check_watchdog(full, problems)
     _check_pins(full, problems)
     return problems
 
@@ -119,6 +145,8 @@ def load(path=CONFIG_FILE):
         return None, [path + ": not found (copy config.json onto the board)"]
     except ValueError as e:
         return None, [path + ": not valid JSON (" + str(e) + ")"]
+    except MemoryError:
+        return None, [path + ": too large for the board's memory"]
     problems = validate(cfg)
     if problems:
         return None, problems
@@ -194,6 +222,16 @@ def _check_int(cfg, key, problems):
         problems.append("%s: must be an integer from %d to %d" % (key, low, high))
 
 
+def _check_watchdog(cfg, problems):
+    # The longest pass of the loop is a connect: TCP, the TLS handshake and the CONNACK, each
+    # read bounded by mqtt.timeout_s (about 4 of them). The watchdog must outlast it.
+    timeout = _get(cfg, "mqtt.timeout_s")
+    watchdog = _get(cfg, "watchdog_s")
+    if type(timeout) is int and type(watchdog) is int and watchdog < 4 * timeout + 10:
+        problems.append("watchdog_s: must be at least 4 x mqtt.timeout_s + 10 (%d): a connect "
+                        "may take that long" % (4 * timeout + 10))
+
+
 def _check_pins(cfg, problems):
     used = {}
     for section in ("relay", "gameover", "lockout"):
@@ -215,8 +253,12 @@ def _check_pins(cfg, problems):
 def _pin_problem(pin, is_output):
     if pin in FLASH_PINS:
         return "is wired to the flash chip (6-11)"
+    if pin in UART0_PINS:
+        return "is the USB console's serial line (1 = TX, 3 = RX)"
     if pin in STRAPPING_PINS:
         return "is a strapping pin (0, 2, 5, 12, 15): a reset could glitch it"
+    if is_output and pin in PULLED_UP_AT_RESET:
+        return "is pulled high from reset until the firmware runs (JTAG): it could close the relay"
     if is_output and pin in INPUT_ONLY_PINS:
         return "is input-only (34-39) and cannot drive a relay"
     if pin in (20, 24, 28, 29, 30, 31):

@@ -5,13 +5,18 @@ _MAX_QUEUED = const(16)  # game-over reports kept while offline; the oldest go f
 
 
 class Debounced:
-    """A level that counts only once it has held for debounce_ms; reads the input it is given."""
+    """A level that counts only once it has held for debounce_ms; reads the input it is given.
 
-    def __init__(self, board, read_level, active_low, debounce_ms):
+    instant_on: the active level counts at once (debounced only on the way out). The coin
+    lockout is read this way: a pulse must never go into a game that has just locked out.
+    """
+
+    def __init__(self, board, read_level, active_low, debounce_ms, instant_on=False):
         self._board = board
         self._read = read_level
         self._active_level = 0 if active_low else 1
         self._debounce_ms = debounce_ms
+        self._instant_on = instant_on
         self.active = self._raw()  # what the input shows at boot is the start, not an edge
         self._changed_at = None
 
@@ -24,6 +29,10 @@ class Debounced:
         if raw == self.active:
             self._changed_at = None
             return False
+        if raw and self._instant_on:
+            self.active = True
+            self._changed_at = None
+            return True
         if self._changed_at is None:
             self._changed_at = now
             return False
@@ -35,11 +44,19 @@ class Debounced:
 
 
 class GameOverReporter:
-    """Turns debounced game-over edges into reports, at most one per min_interval_ms."""
+    """Turns debounced game-over edges into reports, at most one per min_interval_ms.
 
-    def __init__(self, board, read_level, cfg):
+    Besides the polled level it reads latched(): the number of whole active pulses (at least
+    debounce_ms long) the board's pin interrupt has counted. A pulse that came and went while
+    the loop was blocked (a connect) is reported from there; one the poll saw is not counted
+    twice (it ends while the debounced level is still active).
+    """
+
+    def __init__(self, board, read_level, cfg, latched=None):
         self._board = board
         self._input = Debounced(board, read_level, cfg["active_low"], cfg["debounce_ms"])
+        self._latched = latched
+        self._latched_seen = latched() if latched is not None else 0
         self._min_interval_ms = cfg["min_interval_ms"]
         self._last_report = None
         self.queue = []  # report ids not yet published (bounded)
@@ -47,10 +64,22 @@ class GameOverReporter:
 
     def poll(self, now):
         """True when a new report was queued."""
-        if not self._input.poll(now):
-            return False
         last = self._last_report
-        if last is not None and self._board.ticks_diff(now, last) < self._min_interval_ms:
+        if last is not None and self._board.ticks_diff(now, last) >= self._min_interval_ms:
+            # Forget it once it no longer matters: ticks wrap every 2**30 ms (12.4 days) on the
+            # ESP32, and a report 6.2 days old would otherwise look like one from the future.
+            self._last_report = last = None
+        was_active = self._input.active
+        edge = self._input.poll(now)
+        if self._latched is not None:
+            count = self._latched()
+            if count != self._latched_seen:
+                self._latched_seen = count
+                if not was_active and not self._input.active:
+                    edge = True  # a whole pulse while we were not looking
+        if not edge:
+            return False
+        if last is not None:
             return False
         self._last_report = now
         if len(self.queue) >= _MAX_QUEUED:

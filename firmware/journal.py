@@ -1,144 +1,115 @@
-# The credit journal on flash: every accepted coinpulse until its ack is out, the pulses already
-# delivered for it, and the ids credited recently (for dedupe). Each file is replaced atomically
-# (write a temp file, os.rename), so a power cut leaves either the old or the new version.
+# The credit journal on flash: every accepted coinpulse until its `done` ack is out, the pulses
+# already delivered for it, and how often a pulse of it was started without being recorded.
 #
-# Recent ids are kept as digests, not strings: the first 12 bytes (96 bits) of SHA-256 of each id,
-# in one bytearray allocated at boot (64 x 12 = 768 bytes instead of ~6 KB of 66-character
-# Checkout Session ids). A new id is mistaken for a remembered one only if its digest equals one
-# of the 64: odds 64 / 2**96, about 1 in 10**27 per message (see docs/firmware.md).
-import hashlib
+# - journal.dat holds at most _MAX_ENTRIES messages (they are in RAM too); replaced atomically
+#   (write a temp file, os.rename), so a power cut leaves the old or the new version.
+# - A backlog beyond that (a broker delivering 1,000 queued coinpulses) waits on flash in
+#   inbox<n>.dat, appended one line per message before its PUBACK; journal.dat's first line says
+#   how far it has been taken in. RAM stays bounded whatever the backlog; flash bounds the backlog.
+# - The ids seen are in ids.bin (ids.py), so a repeat is dropped long after its entry left.
 import json
 import os
 
+import ids
 from micropython import const
 
 JOURNAL = "journal.dat"
-RECENT = "recent.dat"
-_END = "end\n"  # last line of a complete file: a truncated temp file is never trusted
-_RECENT_V2 = "v2 sha256/96"  # first line of recent.dat since 1.1 (1.0: one JSON id a line)
-_DIGEST = const(12)
-
-
-class JournalError(Exception):
-    pass
+END = "end\n"  # last line of a complete file: a truncated temp file is never trusted
+_MAX_ENTRIES = const(32)
+MAX_STARTS = const(3)  # a pulse started this often without being recorded: the entry is held
+_HELD = const(1)
+_EEXIST = const(17)
 
 
 class Entry:
-    def __init__(self, seq, credit_id, credits, total, done):
+    def __init__(self, seq, credit_id, credits, total, done, starts=0, flags=0):
         self.seq = seq
         self.credit_id = credit_id
         self.credits = credits
         self.total = total  # pulses owed: credits * pulses_per_credit
         self.done = done  # pulses delivered and recorded
+        self.starts = starts  # boots that started a pulse of it which was then not recorded
+        self.flags = flags
+        self.told = False  # `received` ack sent (RAM only: after a reboot it is sent again)
+        self.armed = False  # a start of it is already counted in this boot
 
     def pulsing(self):
         return self.done < self.total
 
-
-def digest(credit_id):
-    return hashlib.sha256(credit_id.encode()).digest()[:_DIGEST]
+    @property
+    def held(self):
+        return self.flags & _HELD
 
 
 class Journal:
-    def __init__(self, directory, keep_ids=64):
+    def __init__(self, directory, capacity=2048):
         self._dir = directory
-        self._keep = keep_ids
-        self._ids = bytearray(keep_ids * _DIGEST)  # a ring of digests, allocated once
-        self.remembered = 0  # slots in use
-        self._head = 0  # the slot written next (the oldest once all are in use)
-        self.recent_problem = None  # why recent.dat was set aside by load(), if it was
+        self.ids = ids.IdStore(self.path(ids.IDS), capacity)
+        self.recent_problem = None  # why recovery.load() set the old id list aside, if it did
         self.entries = []
-        self._next_seq = 1
+        self.next_seq = 1
+        self.inbox_gen = 0
+        self.inbox_pos = 0  # bytes of the inbox already taken into the journal
+        self.inbox_told = 0  # bytes of the inbox whose `received` ack is out (RAM only)
+        self.inbox_waiting = 0  # lines in the inbox not yet taken in
+        self.inbox_credits = 0  # their credits
+        self.inbox_end = 0  # the inbox's size in bytes
+        self._found = None  # (digest, slot) of the last state_of() scan
 
     def path(self, name):
         return self._dir + "/" + name if self._dir else name
 
+    def inbox(self, gen=None):
+        return self.path("inbox%d.dat" % (self.inbox_gen if gen is None else gen))
+
     # --- reading ---------------------------------------------------------------------------
-    def load(self):
-        """Read both files; returns the number of entries still owed pulses or an ack.
-
-        An unreadable journal raises (the caller sets both files aside). An unreadable id list
-        alone is renamed to recent.dat.bad and load goes on: the credits owed are kept, and the
-        ids still in the journal are remembered again from it. self.recent_problem says why.
-        """
-        self._reset()
-        lines = _read_complete(self.path(JOURNAL))
-        if lines:
-            self._next_seq = int(lines[0].split()[1])
-            for line in lines[1:]:
-                self.entries.append(_parse_entry(line))
-        save = False
-        try:
-            save = self._load_recent()
-        except Exception as e:  # ValueError, JournalError, UnicodeError: keep it for a human
-            self.remembered = self._head = 0
-            self.recent_problem = repr(e)
-            _rename(self.path(RECENT), self.path(RECENT + ".bad"))
-            save = True
-        # The journal is written before the id list: after a cut between the two, repair it here.
-        for entry in self.entries:
-            if entry.credit_id is not None:
-                d = digest(entry.credit_id)
-                if not self._known(d):
-                    self._remember(d)
-                    save = True
-        if save:
-            self._save_recent()
-        return len(self.entries)
-
-    def _load_recent(self):
-        """Fill the ring from recent.dat; True when the file must be rewritten (old format)."""
-        lines = _read_complete(self.path(RECENT))
-        if not lines:
-            return False
-        if lines[0] == _RECENT_V2:
-            for i in range(1, len(lines)):
-                self._remember(bytes.fromhex(lines[i]))
-            return False
-        for line in lines:  # firmware 1.0 wrote one JSON id a line: converted once
-            self._remember(digest(json.loads(line)))
-        return True
-
-    def _reset(self):
+    def reset(self):
         self.entries = []
-        self._next_seq = 1
-        self.remembered = 0
-        self._head = 0
+        self.next_seq = 1
+        self.inbox_gen = self.inbox_pos = self.inbox_told = self.inbox_end = 0
+        self.inbox_waiting = self.inbox_credits = 0
 
-    def set_aside(self):
-        """Rename unreadable files to *.bad (for a human to read) and start empty."""
-        for name in (JOURNAL, RECENT):
-            _rename(self.path(name), self.path(name + ".bad"))
-        self._reset()
-        return self.path(JOURNAL + ".bad")
-
-    def is_duplicate(self, credit_id):
-        if credit_id is None:
-            return False  # the seed's format: nothing to compare, always credited
+    def state_of(self, credit_id, now_s=None):
+        """What the cabinet knows of credit_id: ids.RECEIVED, DONE, EXPIRED, or 0 (new)."""
         for entry in self.entries:
             if entry.credit_id == credit_id:
-                return True
-        return self._known(digest(credit_id))
+                return ids.RECEIVED if entry.pulsing() else ids.DONE
+        d = ids.digest(credit_id)
+        slot, state = self.ids.find(d, now_s)
+        self._found = (d, slot)  # add() / remember() right after reuse the scan
+        if state == ids.RECEIVED and not self._in_inbox(credit_id):
+            return 0  # a cut between remembering it and journaling it: it was never taken
+        return state
 
-    def _known(self, d):
-        ids = self._ids
-        if d not in ids:  # a search in C; usually the answer
+    def _in_inbox(self, credit_id):
+        if not self.inbox_waiting:
             return False
-        for at in range(0, self.remembered * _DIGEST, _DIGEST):  # only whole, used slots count
-            if ids[at] == d[0] and ids[at:at + _DIGEST] == d:
-                return True
+        with open(self.inbox()) as f:
+            f.seek(self.inbox_pos)
+            for line in f:
+                if parse_inbox(line)[0] == credit_id:
+                    return True
         return False
 
-    def _remember(self, d):
-        at = self._head * _DIGEST
-        self._ids[at:at + _DIGEST] = d
-        self._head = (self._head + 1) % self._keep
-        if self.remembered < self._keep:
-            self.remembered += 1
+    def remember(self, credit_id, state, until, now_s=None):
+        d = ids.digest(credit_id)
+        found = self._found
+        self._found = None
+        if found is not None and found[0] == d:
+            slot = found[1]
+        else:
+            slot = self.ids.find(d, now_s)[0]
+        self.ids.put(d, state, until, slot)
 
     def next_to_pulse(self):
         for entry in self.entries:
             if entry.pulsing():
+                return None if entry.held else entry
+        return None
+
+    def held(self):
+        for entry in self.entries:
+            if entry.held:
                 return entry
         return None
 
@@ -149,109 +120,154 @@ class Journal:
         return None
 
     def pending_credits(self):
-        """Credits paid for but not yet fully pulsed."""
+        """Credits paid for but not yet fully pulsed (the inbox's included)."""
         owed = 0
         for entry in self.entries:
             if entry.pulsing():
                 per_credit = entry.total // entry.credits
                 owed += entry.credits - entry.done // per_credit
-        return owed
+        return owed + self.inbox_credits
+
+    def inbox_untold(self):
+        return self.inbox_waiting and max(self.inbox_told, self.inbox_pos) < self.inbox_end
+
+    def next_inbox_to_tell(self):
+        """(credit_id, credits) of the oldest inbox line whose `received` ack is not out, and
+        the offset after it (for told()); None when there is none."""
+        at = max(self.inbox_told, self.inbox_pos)
+        if not self.inbox_waiting or at >= self.inbox_end:
+            return None
+        with open(self.inbox()) as f:
+            f.seek(at)
+            line = f.readline()
+            if not line.endswith("\n"):
+                return None
+            credit_id, credits = parse_inbox(line)
+            return credit_id, credits, f.tell()
 
     # --- writing ---------------------------------------------------------------------------
-    def add(self, credit_id, credits, pulses_per_credit):
-        """Record a paid message durably; the caller may PUBACK only after this returns."""
-        entry = Entry(self._next_seq, credit_id, credits, credits * pulses_per_credit, 0)
+    def add(self, credit_id, credits, pulses_per_credit, until=ids.FOREVER, now_s=None):
+        """Record a paid message durably; the caller may PUBACK only after this returns.
+
+        The id is remembered first: a cut before the credit is written leaves a `received` record
+        that state_of() sees through (the message was not PUBACKed and comes again).
+        """
+        if credit_id is not None:
+            self.remember(credit_id, ids.RECEIVED, until, now_s)
+        if self.inbox_waiting or len(self.entries) >= _MAX_ENTRIES:
+            line = "%d %d %s\n" % (credits, pulses_per_credit, json.dumps(credit_id))
+            with open(self.inbox(), "a") as f:
+                f.write(line)
+            self.inbox_waiting += 1
+            self.inbox_credits += credits
+            self.inbox_end += len(line.encode())
+            return None
+        entry = Entry(self.next_seq, credit_id, credits, credits * pulses_per_credit, 0, 1)
+        entry.armed = True  # its first start is counted by this very write
         self.entries.append(entry)
-        self._next_seq += 1
+        self.next_seq += 1
         try:
-            self._save_journal()
+            self.save()
         except OSError:
             self.entries.remove(entry)
-            self._next_seq -= 1
+            self.next_seq -= 1
             raise
-        if credit_id is not None:
-            self._remember(digest(credit_id))
-            self._save_recent()
         return entry
+
+    def start(self, entry):
+        """A pulse of entry is about to close the relay: count it once per boot, so a reset
+        between the relay closing and pulsed() cannot repeat it without limit. False: held."""
+        if entry.armed:
+            return True
+        entry.armed = True
+        if entry.starts >= MAX_STARTS:
+            entry.flags |= _HELD
+            self.save()
+            return False
+        entry.starts += 1
+        self.save()
+        return True
 
     def pulsed(self, entry):
         """One more pulse of entry delivered: recorded after the relay opened (see pulser.py)."""
         entry.done += 1
-        self._save_journal()
+        entry.starts = 0
+        self.save()
 
-    def acked(self, entry):
+    def acked(self, entry, now_s=None):
+        """Its `done` ack is out: remember it as done, drop it, take the next from the inbox."""
+        if entry.credit_id is not None:
+            self.ids.set_state(ids.digest(entry.credit_id), ids.DONE, now_s)
         self.entries.remove(entry)
-        self._save_journal()
+        self.top_up(save=True)
 
-    def _save_journal(self):
+    def top_up(self, save=False):
+        """Take inbox lines into the journal while there is room (one atomic journal write)."""
+        taken = 0
+        if self.inbox_waiting and len(self.entries) < _MAX_ENTRIES:
+            with open(self.inbox()) as f:
+                f.seek(self.inbox_pos)
+                while self.inbox_waiting and len(self.entries) < _MAX_ENTRIES:
+                    line = f.readline()
+                    if not line.endswith("\n"):
+                        break
+                    credit_id, credits, per_credit = parse_inbox(line, True)
+                    entry = Entry(self.next_seq, credit_id, credits, credits * per_credit, 0)
+                    self.inbox_pos = f.tell()
+                    entry.told = self.inbox_pos <= self.inbox_told
+                    self.entries.append(entry)
+                    self.next_seq += 1
+                    self.inbox_waiting -= 1
+                    self.inbox_credits -= credits
+                    taken += 1
+        finished = taken and not self.inbox_waiting
+        if finished:  # all taken: the next backlog starts a new file
+            old = self.inbox()
+            self.inbox_gen += 1
+            self.inbox_pos = self.inbox_told = self.inbox_end = 0
+        if taken or save:
+            self.save()
+        if finished:
+            remove(old)
+
+    def save(self):
         def write(f):
-            f.write("v1 %d\n" % self._next_seq)
+            f.write("v2 %d %d %d\n" % (self.next_seq, self.inbox_gen, self.inbox_pos))
             for e in self.entries:
-                f.write("%d %d %d %d " % (e.seq, e.credits, e.total, e.done))
+                f.write("%d %d %d %d %d %d " % (e.seq, e.credits, e.total, e.done, e.starts,
+                                                e.flags))
                 f.write(json.dumps(e.credit_id))
                 f.write("\n")
 
-        _replace(self.path(JOURNAL), write)
-
-    def _save_recent(self):
-        def write(f):
-            f.write(_RECENT_V2)
-            f.write("\n")
-            ids = memoryview(self._ids)
-            slot = (self._head - self.remembered) % self._keep  # oldest first
-            for _ in range(self.remembered):
-                at = slot * _DIGEST
-                f.write(ids[at:at + _DIGEST].hex())
-                f.write("\n")
-                slot = (slot + 1) % self._keep
-
-        _replace(self.path(RECENT), write)
+        replace(self.path(JOURNAL), write)
 
 
-def _parse_entry(line):
-    seq, credits, total, done, credit_id = line.split(" ", 4)
-    return Entry(int(seq), json.loads(credit_id), int(credits), int(total), int(done))
+def parse_inbox(line, full=False):
+    credits, per_credit, credit_id = line.split(" ", 2)
+    if full:
+        return json.loads(credit_id), int(credits), int(per_credit)
+    return json.loads(credit_id), int(credits)
 
 
-def _replace(path, write):
+def replace(path, write):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         write(f)
-        f.write(_END)
+        f.write(END)
     try:
         os.rename(tmp, path)
-    except OSError:
-        # FAT cannot rename over a file; littlefs (the ESP32 default) and POSIX can. The complete
-        # temp file survives the gap and _read_complete() falls back to it.
+    except OSError as e:
+        # FAT cannot rename over a file (EEXIST); littlefs (the ESP32 default) and POSIX can.
+        # Any other error leaves the old journal in place: never delete the only good copy.
+        if e.args[0] != _EEXIST:
+            raise
         os.remove(path)
-        os.rename(tmp, path)
+        os.rename(tmp, path)  # a cut in between: recovery falls back to the temp file
 
 
-def _rename(old, new):
+
+def remove(path):
     try:
-        os.rename(old, new)
-    except OSError:  # not there (or FAT: an old copy is in the way, which we keep)
-        pass
-
-
-def _read_complete(path):
-    """Lines (without the end marker) of path, else of its complete temp file, else None."""
-    for candidate in (path, path + ".tmp"):
-        lines = _read_lines(candidate)
-        if lines is not None:
-            return lines
-    return None
-
-
-def _read_lines(path):
-    try:
-        with open(path) as f:
-            lines = [line for line in f]
+        os.remove(path)
     except OSError:
-        return None
-    if not lines or lines[-1] != _END:
-        if path.endswith(".tmp"):
-            return None  # cut while writing it: the real file is the truth
-        raise JournalError(path + ": incomplete file")
-    lines.pop()
-    return [line.rstrip("\n") for line in lines]
+        pass

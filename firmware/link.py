@@ -1,52 +1,76 @@
-# The MQTT link over umqtt.simple: connect with a persistent session, last will, re-subscribe,
-# our own keepalive pings, socket timeouts and capped exponential backoff. Any error means
-# "link down": the socket is dropped and a reconnect is scheduled. Nothing here blocks for longer
-# than mqtt.timeout_s at a time, well below the watchdog.
+# The MQTT link over umqtt.simple: connect with a persistent session, last will, subscribe when
+# the broker has no session for us, our own keepalive pings, socket timeouts, capped exponential
+# backoff, and the clock (NTP) that TLS needs. Any error means "link down": the socket is dropped
+# and a reconnect is scheduled.
+#
+# Every pass of the loop runs at most one step that may block, each bounded: a DNS lookup, an
+# NTP query (1 s), a connect (TCP, TLS, CONNACK: each read at most mqtt.timeout_s), a
+# subscribe, or reads of what has already arrived. So no pass comes near the watchdog.
 import umqtt.simple as simple
 from micropython import const
 
 _FIRST_BACKOFF_MS = const(1000)
 _MAX_READS_PER_POLL = const(8)
+_NTP_TIMEOUT_MS = const(1000)
+_NTP_FIRST_RETRY_MS = const(2000)
+_NTP_MAX_RETRY_MS = const(60000)
+_NTP_RESYNC_MS = const(86400000)  # a set clock is refreshed daily (and retried hourly)
+_NTP_RETRY_SET_MS = const(3600000)
+_IPPROTO_TCP = const(6)  # the same numbers in lwIP (ESP32) and Linux; the unix port's socket
+_TCP_NODELAY = const(1)  # module has no names for them
 
 
-class _TimedSockets:
-    """Stands in for umqtt's socket module: every socket it makes has a timeout from birth,
-    so connect() and the CONNACK read cannot block forever (umqtt sets none)."""
+class _Sockets:
+    """Stands in for umqtt's socket module: every socket it makes has a timeout from birth
+    (umqtt 1.7 sets its own only after creating it), the last one is kept (TLS wraps it, and
+    the timeout must be set on it, see _BoundedSocket), and getaddrinfo answers with the address
+    the link resolved in a pass of its own."""
 
     def __init__(self, module, timeout_s):
         self._module = module
         self.timeout_s = timeout_s
+        self.raw = None
+        self.address = None
 
     def socket(self, *args):
         sock = self._module.socket(*args)
         sock.settimeout(self.timeout_s)
+        try:
+            # umqtt writes a publish in 4-5 small pieces: with Nagle each waits for the broker's
+            # delayed ACK of the one before (~40 ms per publish, per PUBACK round trip).
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+        self.raw = sock
         return sock
 
-    def getaddrinfo(self, *args):
-        return self._module.getaddrinfo(*args)
+    def getaddrinfo(self, host, port, *args):
+        if self.address is not None:
+            return [(2, 1, 0, "", self.address)]
+        return self._module.getaddrinfo(host, port, *args)
 
 
 class _BoundedSocket:
-    """umqtt switches its socket back to fully blocking after every read; this keeps the
-    timeout instead, and notes when bytes last arrived (our keepalive check)."""
+    """umqtt switches its socket to blocking after every read. On an ESP32 a blocking socket
+    waits forever (setblocking(True) drops the timeout), and a TLS socket has no settimeout: its
+    setblocking(True) reaches the raw socket with the same effect. So blocking here means the
+    raw socket's timeout again. Also notes when bytes last arrived (our keepalive check)."""
 
-    def __init__(self, sock, timeout_s, board):
+    def __init__(self, sock, raw, timeout_s, board):
         self._sock = sock
+        self._raw = raw
         self._timeout_s = timeout_s
         self._board = board
         self.last_rx = board.ticks_ms()
 
     def setblocking(self, flag):
-        if not flag:
-            self._sock.setblocking(False)
-            return
-        try:
-            self._sock.settimeout(self._timeout_s)
-        except (AttributeError, OSError):  # an SSL socket without settimeout
-            self._sock.setblocking(True)
+        if flag:
+            self._raw.settimeout(self._timeout_s)
+        else:
+            self._raw.setblocking(False)
 
     def settimeout(self, value):
-        self._sock.settimeout(value)
+        self._raw.settimeout(self._timeout_s if value is None else value)
 
     def read(self, n):
         data = self._sock.read(n)
@@ -59,6 +83,8 @@ class _BoundedSocket:
 
     def close(self):
         self._sock.close()
+        if self._raw is not self._sock:
+            self._raw.close()
 
 
 class Link:
@@ -74,14 +100,23 @@ class Link:
         self._keepalive_ms = self._mqtt["keepalive"] * 1000
         self._backoff_max_ms = self._mqtt["backoff_max_s"] * 1000
         self._backoff_ms = _FIRST_BACKOFF_MS
-        self._next_attempt = board.ticks_ms()  # first attempt at once
+        now = board.ticks_ms()
+        self._next_attempt = now  # first attempt at once
         self._client = None
+        self._pending = None  # connected, not yet subscribed (the broker had no session)
         self._readable = None  # board.readable(socket): one per connection, reused by wait()
         self._last_ping = 0
         self._delivered = False
-        self._timeout_arg = True  # newer umqtt takes connect(..., timeout); 1.3.x does not
-        if not isinstance(simple.socket, _TimedSockets):
-            simple.socket = _TimedSockets(simple.socket, self._timeout_s)
+        self._ctx = None  # the TLS context, built once (it holds the parsed CA)
+        self._address = None  # the broker's address, resolved in a pass of its own
+        self.problem = None  # (code, detail) for the status, e.g. a CA file that is missing
+        self._ntp_host, self._ntp_port = _host_port(cfg["ntp_server"], 123)
+        self._ntp_address = None
+        self._ntp_at = now
+        self._ntp_retry_ms = _NTP_FIRST_RETRY_MS
+        self._sockets = simple.socket
+        if not isinstance(self._sockets, _Sockets):
+            self._sockets = simple.socket = _Sockets(simple.socket, self._timeout_s)
 
     @property
     def up(self):
@@ -91,14 +126,22 @@ class Link:
     def poll(self, now, may_block):
         """Keep the link alive; returns True right after a (re)connect.
 
-        may_block=False while a pulse train runs: no connect attempt then, only cheap reads.
+        may_block=False inside a pulse train: no connect, DNS or NTP then, only cheap reads.
         """
+        board = self._board
         if self._client is None:
-            if not may_block or self._board.ticks_diff(now, self._next_attempt) < 0:
+            if not may_block:
                 return False
-            if not self._board.wifi_ready(self._cfg["wifi"], now):
+            if not board.wifi_ready(self._cfg["wifi"], now):
+                self._defer(now)
                 return False
-            return self._connect(now)
+            if self._pending is not None:
+                return self._subscribe(now)
+            if self._clock_step(now):
+                return False
+            if board.ticks_diff(now, self._next_attempt) < 0:
+                return False
+            return self._connect_step(now)
         try:
             self._keep_alive(now)
             for _ in range(_MAX_READS_PER_POLL):
@@ -108,6 +151,9 @@ class Link:
                     break
         except Exception as e:  # OSError, or umqtt's asserts on a garbled stream
             self._drop(now, e)
+            return False
+        if may_block:
+            self._clock_step(now)
         return False
 
     def wait(self, ms):
@@ -142,11 +188,54 @@ class Link:
         self._client = None
 
     # --- internals -----------------------------------------------------------------------
-    def _connect(self, now):
+    def _defer(self, now):
+        """Nothing can be tried now: keep what is due due. A deadline left in the past would
+        look like one in the future after 2**29 ms (6.2 days): ticks wrap on the ESP32."""
+        board = self._board
+        if board.ticks_diff(now, self._next_attempt) > 0:
+            self._next_attempt = now
+        if board.ticks_diff(now, self._ntp_at) > 0:
+            self._ntp_at = now
+
+    def _clock_step(self, now):
+        """One step of setting the clock by NTP when it is due (DNS, then the query): True when
+        it ran, or when TLS must wait for it (certificate dates are checked against the clock)."""
+        board = self._board
+        if board.ticks_diff(now, self._ntp_at) >= 0:
+            try:
+                if self._ntp_address is None:
+                    self._ntp_address = board.resolve(self._ntp_host, self._ntp_port)
+                    return True
+                board.set_clock(self._ntp_address, _NTP_TIMEOUT_MS)
+                self._ntp_at = board.ticks_add(now, _NTP_RESYNC_MS)
+                self._ntp_retry_ms = _NTP_FIRST_RETRY_MS
+                self._event("clock_set", {"server": self._ntp_host})
+            except Exception as e:
+                self._ntp_address = None
+                valid = board.clock_valid()
+                delay = _NTP_RETRY_SET_MS if valid else self._ntp_retry_ms
+                self._ntp_at = board.ticks_add(now, delay)
+                self._ntp_retry_ms = min(self._ntp_retry_ms * 2, _NTP_MAX_RETRY_MS)
+                self._event("ntp_failed", {"error": _describe(e), "retry_ms": delay})
+            return True
+        return bool(self._mqtt["tls"] and not board.clock_valid())
+
+    def _connect_step(self, now):
+        """DNS in one pass, the connect (TCP, TLS, CONNACK) in the next."""
         mqtt = self._mqtt
+        if self._address is None:
+            try:
+                self._address = self._board.resolve(mqtt["host"], mqtt["port"])
+            except Exception as e:
+                self._schedule_retry(now, e)
+            return False
         kwargs = {}
         if mqtt["tls"]:
-            kwargs["ssl"] = self._board.tls_context(mqtt["ca_file"], mqtt["host"])
+            ctx = self._tls_context()
+            if ctx is None:
+                self._schedule_retry(now, None)
+                return False
+            kwargs["ssl"] = ctx
         client = simple.MQTTClient(
             self._cfg["machine_id"], mqtt["host"], mqtt["port"], mqtt["user"],
             mqtt["password"], mqtt["keepalive"], **kwargs
@@ -154,36 +243,61 @@ class Link:
         client.set_callback(self._deliver)
         will_topic, will_payload = self._last_will()
         client.set_last_will(will_topic, will_payload, True, 1)
+        self._sockets.address = self._address
         try:
-            self._open_session(client)
+            session = client.connect(False, self._timeout_s)
         except Exception as e:
             _close_quietly(client)
+            self._address = None  # look the name up again: the broker may have moved
             self._schedule_retry(now, e)
             return False
-        sock = client.sock
-        client.sock = _BoundedSocket(sock, self._timeout_s, self._board)
-        self._client = client
-        self._last_ping = self._board.ticks_ms()
-        self._event("connected", {"host": mqtt["host"], "port": mqtt["port"]})
+        finally:
+            self._sockets.address = None
+        client.sock = _BoundedSocket(client.sock, self._sockets.raw, self._timeout_s,
+                                     self._board)
+        if not session:
+            # The broker lost (or never had) our session: subscribe, in a pass of its own.
+            self._pending = client
+            return False
+        return self._up(client, True)
+
+    def _subscribe(self, now):
+        client = self._pending
+        self._pending = None
         try:
-            self._readable = self._board.readable(sock)  # registered once, used by every wait
-            # After every connect, in case the broker lost the session; queued coinpulses may
-            # arrive (and be journaled) before the SUBACK.
             client.subscribe(self._topic, 1)
         except Exception as e:
-            self._drop(now, e)
+            _close_quietly(client)
+            self._event("disconnected", {"reason": _describe(e)})
+            self._schedule_retry(now, None)
+            return False
+        return self._up(client, False)
+
+    def _up(self, client, session):
+        """Connected and subscribed: coinpulses published from now on reach us."""
+        mqtt = self._mqtt
+        self._event("connected", {"host": mqtt["host"], "port": mqtt["port"], "session": session})
+        self._client = client
+        self._last_ping = self._board.ticks_ms()
+        try:
+            self._readable = self._board.readable(client.sock._sock)  # one per connection
+        except Exception as e:
+            self._drop(self._last_ping, e)
             return False
         self._backoff_ms = _FIRST_BACKOFF_MS
         return True
 
-    def _open_session(self, client):
-        if self._timeout_arg:
+    def _tls_context(self):
+        if self._ctx is None:
+            ca_file = self._mqtt["ca_file"]
             try:
-                return client.connect(False, self._timeout_s)
-            except TypeError:
-                self._timeout_arg = False  # umqtt 1.3.x: connect(clean_session) only
-                _close_quietly(client)
-        return client.connect(False)
+                self._ctx = self._board.tls_context(ca_file, self._mqtt["host"])
+            except Exception as e:  # missing or unreadable: say so, retry, never reset over it
+                self.problem = ("tls_ca_missing", "%s: %s" % (ca_file, _describe(e)))
+                self._event("tls_ca_missing", {"ca_file": ca_file, "error": _describe(e)})
+                return None
+            self.problem = None
+        return self._ctx
 
     def _deliver(self, topic, payload):
         self._delivered = True
@@ -211,6 +325,13 @@ class Link:
         self._backoff_ms = min(self._backoff_ms * 2, self._backoff_max_ms)
         if error is not None:
             self._event("connect_failed", {"reason": _describe(error), "retry_ms": delay})
+
+
+def _host_port(text, default_port):
+    host, _, port = text.rpartition(":")
+    if host and port.isdigit():
+        return host, int(port)
+    return text, default_port
 
 
 def _close_quietly(client):

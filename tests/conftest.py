@@ -29,7 +29,7 @@ OBSERVER_USER, OBSERVER_PASSWORD = "observer", "observer-password-for-tests"
 TESTER_USER, TESTER_PASSWORD = "tester", "tester-password-for-tests"
 # Cabinets the shared broker knows; each one's password is "pw-<machine id>".
 TEST_MACHINES = ["machine_123", "machine_456", "cab-a", "cab-b"]
-TEST_MACHINES += [f"cab{i:02d}" for i in range(20)]
+TEST_MACHINES += [f"cab{i:02d}" for i in range(40)]  # cab20-39: the real-MicroPython lane
 
 
 def require_mosquitto() -> None:

@@ -15,11 +15,12 @@ import click
 from tools.board import explain_failure, mpremote, run_streaming
 from tools.errors import UserError
 
-# Run on the board: the state files (every *.dat at the root: journal.dat, recent.dat, ...) and
-# the cabinet its config names. Never fails, so "it answered" means MicroPython is there.
+# Run on the board: the state files (every *.dat and *.bin at the root: journal.dat, inbox0.dat,
+# ids.bin — the ids seen, firmware 1.1 — recent.dat on older boards) and the cabinet its config
+# names. Never fails, so "it answered" means MicroPython is there.
 STATE_SCRIPT = r"""
 import os, json
-names = sorted(n for n in os.listdir() if n.endswith('.dat'))
+names = sorted(n for n in os.listdir() if n.endswith(('.dat', '.bin')))
 machine = None
 try:
     with open('config.json') as f:
@@ -58,12 +59,12 @@ class StateKeeper:
 
     def describe_backup(self) -> str:
         action = "copy kept, not restored (--wipe-state)" if self.wipe else "restored below"
-        return (f"mpremote exec lists the board's *.dat files (journal.dat, recent.dat) and its "
-                f"config's machine_id, then `fs cp :NAME {self.folder}/NAME` each; {action}; "
-                "nothing on a board without MicroPython")
+        return (f"mpremote exec lists the board's *.dat and *.bin files (journal.dat, ids.bin) "
+                f"and its config's machine_id, then `fs cp :NAME {self.folder}/NAME` each; "
+                f"{action}; nothing on a board without MicroPython")
 
     def describe_restore(self) -> str:
-        return f"mpremote fs cp {self.folder}/*.dat : (the files copied above)"
+        return f"mpremote fs cp {self.folder}/*.dat {self.folder}/*.bin : (the files copied above)"
 
     def backup(self) -> None:
         state = self.read()

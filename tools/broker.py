@@ -35,8 +35,20 @@ def new_password() -> str:
     return secrets.token_urlsafe(18)
 
 
+def checked(user: str, prefix: str) -> None:
+    """What goes into an ACL line: a newline would add a line, '+' or '#' widen a rule."""
+    from api.machines import is_valid_machine_id, topic_prefix_problem
+
+    if not is_valid_machine_id(user):
+        raise ValueError(f"user {user!r} must be 1-64 letters, digits, '_' or '-'")
+    problem = topic_prefix_problem(prefix)
+    if problem:
+        raise ValueError(f"topic prefix {problem}")
+
+
 def cabinet_acl(machine_id: str, prefix: str = "arcade") -> str:
     """ACL block for one cabinet: it may only hear its own coins and speak for itself."""
+    checked(machine_id, prefix)
     base = f"{prefix}/machine/{machine_id}"
     return "\n".join(
         [
@@ -51,6 +63,7 @@ def cabinet_acl(machine_id: str, prefix: str = "arcade") -> str:
 
 def api_acl(user: str, prefix: str = "arcade") -> str:
     """ACL block for the API: it credits any cabinet and listens to what cabinets report."""
+    checked(user, prefix)
     base = f"{prefix}/machine/+"
     return "\n".join(
         [
@@ -65,6 +78,7 @@ def api_acl(user: str, prefix: str = "arcade") -> str:
 
 def observer_acl(user: str, prefix: str = "arcade") -> str:
     """ACL block for `arcade monitor`: read everything, write nothing."""
+    checked(user, prefix)
     return f"user {user}\ntopic read {prefix}/#"
 
 
@@ -124,12 +138,13 @@ class Broker:
         self.acl_blocks.append(acl)
 
     def write_config(self) -> Path:
+        from tools.provision import write_private_text
+
         passwords = self.workdir / "passwd"
-        passwords.write_text("".join(password_line(u, p) + "\n" for u, p in self.users.items()))
+        write_private_text(passwords, "".join(password_line(u, p) + "\n"
+                                              for u, p in self.users.items()))
         acl = self.workdir / "acl"
-        acl.write_text("\n\n".join(self.acl_blocks) + "\n")
-        for path in (passwords, acl):
-            path.chmod(0o600)
+        write_private_text(acl, "\n\n".join(self.acl_blocks) + "\n")
         lines = [
             # Stay as the invoking user even when that is root, so our files stay readable.
             "user root" if os.geteuid() == 0 else "",
@@ -158,7 +173,7 @@ class Broker:
                 f"certfile {self.tls.certfile}",
                 f"keyfile {self.tls.keyfile}",
             ]
-        self.config_path.write_text("\n".join(line for line in lines if line) + "\n")
+        write_private_text(self.config_path, "\n".join(line for line in lines if line) + "\n")
         return self.config_path
 
     def start(self, timeout: float = 10.0) -> None:

@@ -21,14 +21,14 @@ def _key():
 def _write_key(key, path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+    from tools.provision import write_private_text
+
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
-    path.chmod(0o600)
+    write_private_text(path, pem.decode())  # 0600 from the first byte, never world-readable
 
 
 def _write_cert(cert, path: Path) -> None:

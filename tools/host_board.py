@@ -11,6 +11,7 @@ import json
 import os
 import random
 import select
+import socket
 import ssl
 import sys
 import threading
@@ -138,10 +139,12 @@ class HostBoard:
         self._levels: dict[str, int] = {"gameover": 1, "lockout": 1}
         self._active_level: dict[str, int] = {"gameover": 0, "lockout": 0}
         self._start = time.monotonic()
+        self._ntp_host: str | None = None
 
     # --- pins --------------------------------------------------------------------------------
     def setup(self, cfg: dict) -> None:
         self._relay_active_high = cfg["relay"]["active_high"]
+        self._ntp_host = cfg["ntp_server"].rpartition(":")[0] or cfg["ntp_server"]
         for name in ("gameover", "lockout"):
             if name in cfg:
                 self._active_level[name] = 0 if cfg[name]["active_low"] else 1
@@ -159,6 +162,10 @@ class HostBoard:
 
     def lockout_level(self) -> int:
         return self._levels["lockout"]
+
+    @staticmethod
+    def gameover_pulses() -> int:
+        return 0  # no pin interrupt: the loop samples the software input every 10 ms
 
     def set_input(self, name: str, active: bool) -> None:
         level = self._active_level[name]
@@ -190,6 +197,14 @@ class HostBoard:
     @staticmethod
     def utc_now() -> time.struct_time:
         return time.gmtime()
+
+    @staticmethod
+    def clock_valid() -> bool:
+        return True  # the computer keeps its own time
+
+    @staticmethod
+    def set_clock(address: tuple, timeout_ms: int) -> None:
+        """The firmware's NTP step: nothing to do, the computer's clock is already set."""
 
     @staticmethod
     def random_bits() -> int:
@@ -234,6 +249,11 @@ class HostBoard:
     @staticmethod
     def wifi_ready(wifi: dict, now: int) -> bool:
         return True
+
+    def resolve(self, host: str, port: int) -> tuple:
+        if host == self._ntp_host:
+            return ("0.0.0.0", port)  # see set_clock: the host asks no NTP server
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
 
     def tls_context(self, ca_file: str | None, host: str) -> ssl.SSLContext:
         # On a board ca_file is relative to its flash root; here, to the config's folder.

@@ -51,8 +51,18 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
         raise UserError(f"not a usable URL: {url!r}") from None
 
 
-def post_json(url: str, data: dict) -> Answer:
-    return post(url, json.dumps(data).encode(), {"Content-Type": "application/json"})
+def post_json(url: str, data: dict, headers: dict[str, str] | None = None) -> Answer:
+    return post(url, json.dumps(data).encode(), {"Content-Type": "application/json",
+                                                 **(headers or {})})
+
+
+def operator_auth() -> dict[str, str]:
+    """`Authorization` for the operator-only route (POST /create-payment-link): the API's
+    OPERATOR_TOKEN, read from the environment or `.env` like every other setting."""
+    from tools.settings import load_env, text
+
+    token = text(load_env(), "OPERATOR_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def endpoint(base: str, path: str) -> str:

@@ -95,7 +95,8 @@ def ledger(ctx: click.Context, machine_id: str | None, undelivered: bool, limit:
     States: pending (awaiting payment), paid (not yet taken by the broker), undeliverable (the
     broker or the cabinet refused it; see `show`), published (the broker has it), received (the
     cabinet journaled it), done (pulsed), expired (refused by the cabinet as too late),
-    refunded, refunded_but_delivered (refunded, then pulsed after all), disputed, failed.
+    refunded, refunded_but_delivered (refunded, then pulsed after all), not_credited (the
+    operator's rules credit nothing; refunded), disputed, failed.
     """
     if ctx.invoked_subcommand is not None:
         return

@@ -34,6 +34,17 @@ def listener_topics(prefix: str) -> list[tuple[str, int]]:
     ]
 
 
+def listener_client_id(settings: Settings) -> str:
+    """One id per (machine, ledger, prefix): a restarted listener finds its persistent session
+    (acks sent while it was down), while listeners of other ledgers or machines on the same
+    broker no longer evict each other, nor share one session's messages."""
+    import hashlib
+    import socket
+
+    place = "\0".join((socket.gethostname(), settings.store_url, settings.mqtt_topic_prefix))
+    return f"arcade-listener-{hashlib.sha256(place.encode()).hexdigest()[:16]}"
+
+
 class Listener:
     """A paho client recording every ack and status (paho reconnects on its own), a heartbeat
     with its counters in the ledger, and, with `sweep`, the sweep every SWEEP_INTERVAL_S.
@@ -63,8 +74,7 @@ class Listener:
             from api.services import Services
 
             self._services = Services(settings, store, Publisher(settings))
-        prefix = settings.mqtt_topic_prefix
-        client = new_client(settings, identity=f"arcade-listener-{prefix}", clean_session=False)
+        client = new_client(settings, identity=listener_client_id(settings), clean_session=False)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

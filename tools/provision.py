@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,15 +85,35 @@ def check_config(config: dict) -> None:
         raise UserError("the firmware would reject this config: " + "; ".join(problems))
 
 
+def write_private_text(path: Path, text_: str) -> None:
+    """Write a file that holds secrets (or rules a broker trusts) safely.
+
+    Created with its final mode, readable by the owner only (never world-readable, not even for
+    a moment; a file that exists keeps its owner and mode, less any access for others), then
+    swapped in atomically: a reader such as Mosquitto on SIGHUP sees the old file or the new one,
+    never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            if path.exists():
+                current = path.stat()
+                os.fchmod(handle.fileno(), stat.S_IMODE(current.st_mode) & ~0o007)
+                with contextlib.suppress(PermissionError):  # only root may give files away
+                    os.fchown(handle.fileno(), current.st_uid, current.st_gid)
+            handle.write(text_)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def write_private_json(path: Path, data: dict) -> None:
     """config.json holds the WiFi and broker passwords: readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    temporary.replace(path)
+    write_private_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def user_in_password_file(path: Path, user: str) -> bool:
@@ -123,14 +146,25 @@ def without_acl_block(text_: str, user: str) -> str:
 
 def add_to_password_file(path: Path, entry: BrokerEntry) -> None:
     current = path.read_text() if path.is_file() else ""
-    path.write_text(without_password_line(current, entry.user) + entry.password_line + "\n")
-    path.chmod(0o600)
+    write_private_text(path, without_password_line(current, entry.user) + entry.password_line
+                       + "\n")
 
 
 def add_to_acl_file(path: Path, entry: BrokerEntry) -> None:
     current = without_acl_block(path.read_text(), entry.user).rstrip() if path.is_file() else ""
     separator = "\n\n" if current else ""
-    path.write_text(current + separator + entry.acl + "\n")
+    write_private_text(path, current + separator + entry.acl + "\n")
+
+
+def checked_prefix(prefix: str) -> str:
+    """The topic prefix goes into topics and into the broker's ACL file: validated like the
+    API's MQTT_TOPIC_PREFIX (a newline would add an ACL line, '#' widen one)."""
+    from api.machines import topic_prefix_problem
+
+    problem = topic_prefix_problem(prefix)
+    if problem:
+        raise UserError(f"topic prefix {problem}")
+    return prefix
 
 
 def refuse_overwrites(
@@ -253,7 +287,7 @@ def provision(machine_id: str, config_path: Path, ssid: str | None, wifi_passwor
     """
     env = load_env()
     require_machine_id(machine_id)
-    prefix = prefix or text(env, "MQTT_TOPIC_PREFIX", "arcade")
+    prefix = checked_prefix(prefix or text(env, "MQTT_TOPIC_PREFIX", "arcade"))
     if token_only:  # the token alone, for `curl -H "Authorization: Bearer $(…)"`
         token = gameover_token(env, machine_id)
         if token is None:

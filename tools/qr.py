@@ -11,12 +11,13 @@ from click.core import ParameterSource
 
 from api.qrcode import BORDER, LABEL_RATIO, SCALE, make_code, svg_with_label
 from tools.errors import UserError
-from tools.http import ApiRefused, endpoint, post_json
+from tools.http import ApiRefused, endpoint, operator_auth, post_json
 from tools.settings import require_machine_id
 
 
 def payment_url_from_api(api_base: str, machine_id: str) -> str:
-    answer = post_json(endpoint(api_base, "/create-payment-link"), {"machine_id": machine_id})
+    answer = post_json(endpoint(api_base, "/create-payment-link"), {"machine_id": machine_id},
+                       operator_auth())
     if answer.status != 200:
         raise ApiRefused(f"the API answered {answer.status}: {answer.reason()}")
     url = answer.json().get("url")

@@ -4,7 +4,6 @@ settings file and `activate` script for another terminal, and the banner that ex
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shlex
 import sysconfig
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import UserError
-from tools.provision import write_private_json
+from tools.provision import write_private_json, write_private_text
 
 if TYPE_CHECKING:
     from tools.run import Stack
@@ -143,15 +142,6 @@ def tool_settings(stack: Stack, api_env: dict[str, str], known: dict,
     if env.get("CENTS_PER_CREDIT"):
         settings["CENTS_PER_CREDIT"] = env["CENTS_PER_CREDIT"]
     return settings
-
-
-def write_private_text(path: Path, text: str) -> None:
-    """Created owner-only (it holds passwords), replaced in one step."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    temporary.replace(path)
 
 
 def write_tool_settings(stack: Stack, settings: dict[str, str]) -> dict[str, str]:

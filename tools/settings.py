@@ -28,13 +28,13 @@ def run_settings_hint() -> str:
     return "with `make run`: . run/activate in its folder first"
 
 
-def api_settings() -> Settings:
+def api_settings(starting_api: bool = False) -> Settings:
     """The API's own settings, validated as it validates them: one line naming a bad variable."""
-    from api.settings import SettingsError, settings_from_env
+    from api.settings import SettingsError, api_settings_from_env, settings_from_env
 
     load_env()
     try:
-        return settings_from_env()
+        return api_settings_from_env() if starting_api else settings_from_env()
     except SettingsError as error:
         raise UserError(str(error)) from None
 
@@ -73,7 +73,9 @@ def require_machine_id(machine_id: str) -> str:
 SETTING_PREFIXES = (
     "MQTT_", "STRIPE_", "STORE_URL", "CLAIM_", "TEST_CHECKOUT", "MACHINE_", "ARCADE_", "PRICE_ID",
     "ALLOWED_PRICE_IDS", "CENTS_PER_CREDIT", "CREDITS_PER_PURCHASE", "MAX_CREDITS", "PUBLIC_URL",
-    "WEBHOOK_TOLERANCE", "AWS_", "REFUND_", "SWEEP_", "INGEST_", "CONSOLE_", "ALERT_",
+    "WEBHOOK_TOLERANCE", "AWS_", "OPERATOR_TOKEN", "CURRENCY", "ALLOW_FREE_CREDITS", "RATE_LIMIT_",
+    "LINK_CHECK_SECONDS", "TRUSTED_PROXY_HOPS", "REFUND_", "SWEEP_", "INGEST_", "CONSOLE_",
+    "ALERT_",
 )
 NOT_SETTINGS = ("ARCADE_CACHE_DIR",)  # where the host cabinets keep umqtt: no secret
 

@@ -21,8 +21,8 @@ from tools.errors import UserError
 from tools.firmware_files import FIRMWARE_DIR, config_problems
 from tools.provision import write_private_json
 
-FIRMWARE_MODULES = ("app", "cabinet", "config", "contract", "gameover", "journal", "link",
-                    "pulser")
+FIRMWARE_MODULES = ("app", "cabinet", "config", "contract", "gameover", "ids", "journal", "link",
+                    "pulser", "recovery")
 
 
 @click.command(epilog="""\b

@@ -145,9 +145,11 @@ def use_tls(context: ssl.SSLContext, server_hostname: str) -> None:
 
 
 def _wrap_socket(sock: HostSocket, **params: object) -> HostSocket:
+    """TLS on the same HostSocket (the firmware sets its timeouts on the socket it made, as the
+    ESP32 needs: see firmware/link.py)."""
     context = _TlsState.context or ssl.create_default_context()
-    wrapped = context.wrap_socket(sock.raw, server_hostname=_TlsState.server_hostname)
-    return HostSocket(sock=wrapped)
+    sock._sock = context.wrap_socket(sock.raw, server_hostname=_TlsState.server_hostname)
+    return sock
 
 
 def _micropython_modules() -> dict[str, types.ModuleType]:
@@ -157,6 +159,17 @@ def _micropython_modules() -> dict[str, types.ModuleType]:
     ussl = types.ModuleType("ussl")
     ussl.wrap_socket = _wrap_socket  # type: ignore[attr-defined]
     return {"usocket": usocket, "ustruct": struct, "ubinascii": binascii, "ussl": ussl}
+
+
+def _accept_timeout(client: type) -> None:
+    """1.3.4's connect() takes no timeout (1.6+ does, and the firmware passes it); the firmware
+    gives every socket its timeout when it is made, so the argument is only accepted here."""
+    connect = client.connect
+
+    def connect_with_timeout(self, clean_session: bool = True, timeout: float | None = None):
+        return connect(self, clean_session)
+
+    client.connect = connect_with_timeout
 
 
 def install_umqtt(cache: Path | None = None) -> types.ModuleType:
@@ -180,6 +193,7 @@ def install_umqtt(cache: Path | None = None) -> types.ModuleType:
                 sys.modules[name] = previous
     # simple.py imports ussl only inside connect() when TLS is on, long after the above.
     sys.modules.setdefault("ussl", aliases["ussl"])
+    _accept_timeout(module.MQTTClient)
     package = types.ModuleType("umqtt")
     package.__path__ = []  # type: ignore[attr-defined]
     package.simple = module  # type: ignore[attr-defined]

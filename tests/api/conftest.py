@@ -19,6 +19,26 @@ from tests.conftest import api_env, stripe_signature
 WEBHOOK_SECRET = "whsec_test_primary"
 OLD_WEBHOOK_SECRET = "whsec_test_previous"
 TOKEN_SECRET = "machine-token-secret-for-tests"
+OPERATOR_TOKEN = "operator-token-for-tests"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+# Stripe's error answers, as its API sends them (status, body): the stand-in replays one on demand.
+STRIPE_ERRORS = {
+    "rate_limit": (429, {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                                   "message": "Request rate limit exceeded. Learn more about rate "
+                                              "limits here https://stripe.com/docs/rate-limits."}}),
+    "bad_key": (401, {"error": {"type": "invalid_request_error",
+                                "message": "Invalid API Key provided: sk_test_****_123"}}),
+    "no_permission": (403, {"error": {
+        "type": "invalid_request_error",
+        "message": "The provided key 'rk_test_****_123' does not have the required permissions "
+                   "for this endpoint"}}),
+    "no_such_price": (400, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                      "param": "line_items[0][price]",
+                                      "message": "No such price: 'price_gone'"}}),
+    "api_error": (500, {"error": {"type": "api_error",
+                                  "message": "Sorry, something went wrong on Stripe's end."}}),
+}
 
 
 class StripeStub(ThreadingHTTPServer):
@@ -38,6 +58,16 @@ class StripeStub(ThreadingHTTPServer):
             "price_250": {"unit_amount": 250, "metadata": {}},
         }
         self.links_by_key: dict[str, dict] = {}
+        self.planned_errors: list[str] = []  # names in STRIPE_ERRORS, answered in turn
+
+    def fail_next(self, *names: str) -> None:
+        self.planned_errors.extend(names)
+
+    def deactivate(self, url: str) -> None:
+        """What "Deactivate" on a link in the Stripe dashboard does."""
+        for link in self.links_by_key.values():
+            if url.startswith(link["url"]):
+                link["active"] = False
 
     @property
     def url(self) -> str:
@@ -65,11 +95,20 @@ class _StripeHandler(BaseHTTPRequestHandler):
         self.server.requests.append(entry)
         return entry
 
+    def _planned_error(self) -> bool:
+        if not self.server.planned_errors:
+            return False
+        status, body = STRIPE_ERRORS[self.server.planned_errors.pop(0)]
+        self._answer(status, body)
+        return True
+
     def _answer(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Request-Id", f"req_{uuid.uuid4().hex[:12]}")
+        if status >= 400:
+            self.send_header("Stripe-Should-Retry", "false")  # as Stripe says for these
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -89,6 +128,12 @@ class _StripeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         entry = self._record()
+        if self._planned_error():
+            return
+        if entry["path"].startswith("/v1/payment_links/"):
+            link_id = entry["path"].removeprefix("/v1/payment_links/")
+            links = [link for link in self.server.links_by_key.values() if link["id"] == link_id]
+            return self._answer(200, links[0]) if links else self._missing(link_id)
         price_id = entry["path"].removeprefix("/v1/prices/")
         price = self.server.prices.get(price_id)
         if price is None:
@@ -109,6 +154,8 @@ class _StripeHandler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         entry = self._record()
+        if self._planned_error():
+            return
         if entry["path"] == "/v1/refunds":
             return self._refund(entry)
         if entry["path"] != "/v1/payment_links":
@@ -208,6 +255,7 @@ def api_config(broker, tmp_path, **overrides) -> dict[str, str]:
             "PRICE_ID": "price_single",
             "MQTT_PUBLISH_TIMEOUT_MS": "2000",
             "MACHINE_TOKEN_SECRET": TOKEN_SECRET,
+            "OPERATOR_TOKEN": OPERATOR_TOKEN,
             **overrides,
         },
     )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from tests.api.conftest import OPERATOR, OPERATOR_TOKEN
 
-def link_for(client, **body):
-    return client.post("/create-payment-link", json=body)
+
+def link_for(client, headers=OPERATOR, **body):
+    return client.post("/create-payment-link", json=body, headers=headers)
 
 
 def test_first_request_creates_the_link_in_stripe(client, stripe_api):
@@ -76,19 +80,84 @@ def test_unknown_machine_rejected_when_allow_list_set(make_app, stripe_api):
     assert stripe_api.requests == []
 
 
-def test_stripe_error_is_a_502_with_stripes_message(make_app, stripe_api):
-    client = make_app(PRICE_ID="price_deleted").test_client()
+@pytest.mark.parametrize(
+    ("error", "status", "message", "retry_after"),
+    [
+        ("rate_limit", 503, "Stripe is limiting our requests; retry shortly", "10"),
+        ("bad_key", 503, "payments are not configured correctly on the server", None),
+        ("no_permission", 503, "payments are not configured correctly on the server", None),
+        ("no_such_price", 400, "Stripe refused to make this payment link", None),
+        ("api_error", 502, "Stripe answered with an error; retry shortly", "10"),
+    ],
+)
+def test_stripe_errors_are_answered_in_our_words(
+    client, stripe_api, capfd, error, status, message, retry_after
+):
+    stripe_api.fail_next(error, error, error)  # the library's own retries meet it too
     response = link_for(client, machine_id="machine_123")
-    assert response.status_code == 502
-    assert "No such price: 'price_deleted'" in response.json["error"]
+    assert response.status_code == status
+    assert response.json["error"].startswith(message)
+    assert response.headers.get("Retry-After") == retry_after
+    # Stripe's words (key digits, its request id) never reach the caller; the request id is in
+    # our log line, for the operator.
+    answered = response.get_data(as_text=True)
+    assert "sk_test" not in answered and "req_" not in answered and "Stripe's end" not in answered
+    [line] = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+              if '"path":"/create-payment-link"' in line]
+    assert line["stripe_request"].startswith("req_") and line["status"] == status
 
 
-def test_stripe_unreachable_is_a_502(make_app):
+def test_stripe_unreachable_is_a_503_with_retry_after(make_app):
     from tools.broker import free_port
 
     client = make_app(STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}").test_client()
     response = link_for(client, machine_id="machine_123")
-    assert response.status_code == 502 and response.json["error"].startswith("Stripe:")
+    assert response.status_code == 503 and response.json["error"] == (
+        "Stripe cannot be reached; retry shortly")
+    assert response.headers["Retry-After"] == "10"
+
+
+def test_no_stripe_key_is_a_503_that_says_so(make_app, stripe_api):
+    response = link_for(make_app(STRIPE_API_KEY="").test_client(), machine_id="machine_123")
+    assert response.status_code == 503 and "STRIPE_API_KEY" in response.json["error"]
+    assert stripe_api.requests == []
+
+
+# --- who may create links (issue 11, "Why" 2) ----------------------------------------------------
+
+
+def test_without_machine_ids_link_creation_needs_the_operator_token(client, stripe_api):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"},
+                    {"Authorization": f"Bearer {OPERATOR_TOKEN}x"}):
+        response = link_for(client, headers=headers, machine_id="machine_123")
+        assert response.status_code == 401 and "OPERATOR_TOKEN" in response.json["error"] or (
+            response.json["error"] == "the operator token is not valid"), response.json
+    assert stripe_api.requests == []
+    assert link_for(client, machine_id="machine_123").status_code == 200
+
+
+def test_thirty_anonymous_requests_make_no_link(client, stripe_api):
+    answers = {link_for(client, headers={}, machine_id=f"cab{i:02d}").status_code
+               for i in range(20)}
+    assert answers == {401}
+    assert stripe_api.requests == []
+
+
+def test_machine_ids_let_anyone_ask_for_a_known_cabinets_link(make_app, stripe_api):
+    client = make_app(MACHINE_IDS="machine_123,machine_456").test_client()
+    assert link_for(client, headers={}, machine_id="machine_123").status_code == 200
+    unknown = link_for(client, headers={}, machine_id="cab01")
+    assert unknown.status_code == 400 and "unknown machine_id" in unknown.json["error"]
+    wrong = link_for(client, headers={"Authorization": "Bearer nope"}, machine_id="machine_123")
+    assert wrong.status_code == 401
+
+
+def test_neither_token_nor_machine_ids_means_link_creation_is_off(make_app, stripe_api):
+    client = make_app(OPERATOR_TOKEN="").test_client()
+    response = link_for(client, headers={}, machine_id="machine_123")
+    assert response.status_code == 503
+    assert "OPERATOR_TOKEN" in response.json["error"] and "MACHINE_IDS" in response.json["error"]
+    assert link_for(client, machine_id="machine_123").status_code == 401  # no token to match
 
 
 @pytest.mark.parametrize(

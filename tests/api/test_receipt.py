@@ -99,7 +99,7 @@ def test_not_a_session_id_is_404(app, session_id):
 
 
 def test_payment_links_send_the_player_to_the_receipt(make_app, stripe_api):
-    app = make_app(PUBLIC_URL="https://arcade.example.com")
+    app = make_app(PUBLIC_URL="https://arcade.example.com", MACHINE_IDS="cab-a")
     response = app.test_client().post("/create-payment-link", json={"machine_id": "cab-a"})
     assert response.status_code == 200, response.json
     [create] = stripe_api.calls("POST", "/v1/payment_links")
@@ -107,3 +107,23 @@ def test_payment_links_send_the_player_to_the_receipt(make_app, stripe_api):
     assert create["form"]["after_completion[redirect][url]"] == (
         "https://arcade.example.com/receipt/{CHECKOUT_SESSION_ID}"
     )
+
+
+def test_a_payment_in_another_currency_then_its_refund(app, stripe_api):
+    session = checkout_session(credits=None, amount=8400, payment_intent="pi_inr_receipt")
+    session["currency"] = "inr"
+    deliver(app.test_client(), stripe_event("checkout.session.completed", session))
+    status = receipt(app, session["id"])[1]
+    assert status["headline"] == "This payment buys no credits here"
+    assert "money comes back automatically" in status["detail"] and not status["final"]
+    sweep(app.extensions["arcade"])
+    status = receipt(app, session["id"])[1]
+    assert (status["headline"], status["final"]) == ("Refunded: 84.00 INR", True)
+
+
+def test_a_free_checkout_that_buys_nothing(app):
+    session = checkout_session(credits=1, amount=0, payment_status="no_payment_required")
+    deliver(app.test_client(), stripe_event("checkout.session.completed", session))
+    status = receipt(app, session["id"])[1]
+    assert (status["headline"], status["detail"], status["final"]) == (
+        "This payment buys no credits here", "Nothing was charged.", True)

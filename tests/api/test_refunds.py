@@ -263,10 +263,31 @@ def test_test_checkout_without_stripe_records_the_refund_and_calls_nobody(
     """`make run` without a Stripe account: nothing was charged, so nothing is sent to Stripe;
     the refund is recorded for the ledger and the receipt."""
     app = make_app(STORE_URL=store_url, TEST_CHECKOUT="true", STRIPE_API_KEY="",
-                   MACHINE_IDS="machine_456")
+                   PUBLIC_URL="http://127.0.0.1:5000", MACHINE_IDS="machine_456")
     session = paid(app)
     assert sweep(services_of(app)).refunded == 1
     stored = services_of(app).store.get(session["id"])
     assert stored.state == State.REFUNDED
     assert stored.parts[0].refund_id.startswith("re_test_local_")
     assert refund_calls(stripe_api) == []
+
+
+def test_a_payment_the_rules_credit_nothing_is_refunded_by_itself(make_app, store_url,
+                                                                  stripe_api):
+    """Issue 11's rules (CURRENCY, ALLOW_FREE_CREDITS, less than a credit) credit nothing; what
+    was charged comes back by itself, and nothing is sent for a free checkout."""
+    app = make_app(STORE_URL=store_url)
+    client, services = app.test_client(), services_of(app)
+    inr = checkout_session(credits=None, amount=8400, payment_intent="pi_inr_1")
+    inr["currency"] = "inr"
+    free = checkout_session(credits=1, amount=0, payment_status="no_payment_required")
+    for session in (inr, free):
+        response = deliver(client, stripe_event("checkout.session.completed", session))
+        assert response.json["result"] == "not_credited"
+        assert services.store.get(session["id"]).state == State.NOT_CREDITED
+    assert sweep(services).refunded == 2
+    [call] = refund_calls(stripe_api)
+    assert (call["form"]["payment_intent"], call["form"]["amount"]) == ("pi_inr_1", "8400")
+    assert services.store.get(inr["id"]).state == State.REFUNDED
+    free_part = services.store.get(free["id"]).parts[0]
+    assert (free_part.state, free_part.refunded_amount) == (PartState.REFUNDED, 0)

@@ -238,11 +238,30 @@ def test_find_by_payment_intent(store):
 
 
 def test_links_first_writer_wins(store):
-    assert store.get_link("machine_123", "price_1") is None
-    assert store.put_link("machine_123", "price_1", "https://a", 1000.0) == "https://a"
-    assert store.put_link("machine_123", "price_1", "https://b", 1001.0) == "https://a"
-    assert store.get_link("machine_123", "price_1") == "https://a"
-    assert store.get_link("machine_123", "price_2") is None
+    from api.store import Link
+
+    assert store.link("machine_123", "price_1") is None
+    assert store.save_link("machine_123", "price_1", Link("https://a", "plink_a", 1000.0)).url == (
+        "https://a")
+    assert store.save_link("machine_123", "price_1", Link("https://b", "plink_b", 1001.0)).url == (
+        "https://a")
+    assert store.link("machine_123", "price_1") == Link("https://a", "plink_a", 1000.0)
+    assert store.link("machine_123", "price_2") is None
+
+
+def test_a_link_is_replaced_only_over_the_one_it_replaces(store):
+    from api.store import Link
+
+    store.save_link("machine_123", "price_1", Link("https://a", "plink_a", 1000.0))
+    stale = store.save_link("machine_123", "price_1", Link("https://c", "plink_c", 1002.0),
+                            replacing="https://b")  # someone else's view: not applied
+    assert stale.url == "https://a"
+    new = store.save_link("machine_123", "price_1", Link("https://b", "plink_b", 1003.0),
+                          replacing="https://a")
+    assert new == Link("https://b", "plink_b", 1003.0)
+    checked = store.save_link("machine_123", "price_1", Link("https://b", "plink_b", 1009.0),
+                              replacing="https://b")
+    assert checked.checked_at == 1009.0
 
 
 def test_ping(store):
@@ -351,18 +370,21 @@ def test_a_release_between_a_claims_read_and_write_never_refuses_a_paid_payment(
 
 def test_sqlite_commits_are_durable_before_stripe_hears_200(tmp_path):
     """Why 7: WAL with synchronous=NORMAL may lose the last commits on a power cut (a payment
-    marked published after Stripe got 200). FULL syncs the WAL on every commit."""
+    marked published after Stripe got 200). The commit that ends a delivery runs with FULL (an
+    fsync, which also makes every earlier unsynced commit durable); the claim before the publish
+    does not need one."""
     from api.store_sqlite import SQLiteStore
 
     store = SQLiteStore(str(tmp_path / "ledger.db"))
-    results = []
-    thread = threading.Thread(
-        target=lambda: results.append(store._execute("PRAGMA synchronous").fetchone()[0])
-    )
-    thread.start()
-    thread.join()
-    assert results == [2]  # FULL, on every thread's own connection
-    assert store._execute("PRAGMA synchronous").fetchone()[0] == 2
+    seen: list[str] = []
+    store._connection().set_trace_callback(seen.append)
+    store.claim(payment(), "t", 1000.0, LEASE)
+    before_publish, seen[:] = list(seen), []
+    store.published("cs_test_1", "t", {"cs_test_1": 0}, 1001.0)
+    store._connection().set_trace_callback(None)
+    assert not any("synchronous=FULL" in statement for statement in before_publish)
+    full = seen.index("PRAGMA synchronous=FULL")
+    assert full < seen.index("COMMIT") < seen.index("PRAGMA synchronous=NORMAL")
 
 
 def test_a_v1_ledger_is_converted_in_place(tmp_path):

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from api.store import Cabinet, Claim, Heartbeat, Payment, State, planned
+from api.store import Cabinet, Claim, Heartbeat, Link, Payment, State, planned
 
 LEASE = 60.0
 
@@ -59,7 +59,7 @@ def test_ttl_is_enabled_but_no_item_ever_carries_it(dynamo, table):
     dynamo.release("cs_b", "t", 1001.0)
     dynamo.record(Payment("cs_c", "machine_123", 1, payment_intent="pi_c"), 1000.0)
     dynamo.note_intent("pi_c", session_id="cs_c", amount_refunded=100)
-    dynamo.put_link("machine_123", "price_1", "https://a", 1000.0)
+    dynamo.save_link("machine_123", "price_1", Link("https://a", "plink_a", 1000.0))
     dynamo.cabinet_seen(Cabinet("machine_123", "online", 1000.0))
     dynamo.heartbeat(Heartbeat("listener", 1000.0))
     items = dynamo.client.scan(TableName=table)["Items"]

@@ -14,8 +14,15 @@ class FakeWatchdog:
         self.fed += 1
 
 
+_TICKS_PERIOD = 1 << 30  # time.ticks_ms() on the ESP32 wraps here (about 12.4 days)
+_TICKS_HALF = _TICKS_PERIOD // 2
+
+
 class FakeBoard:
-    def __init__(self, state_dir, config_path="config.json", start_ms=0):
+    """wrap=True: ticks_ms() wraps like the ESP32's (and ticks_diff/ticks_add with it)."""
+
+    def __init__(self, state_dir, config_path="config.json", start_ms=0, wrap=False):
+        self.wrap = wrap
         self.STATE_DIR = state_dir
         self.CONFIG_PATH = config_path
         self.now = start_ms
@@ -23,6 +30,8 @@ class FakeBoard:
         self.edges = []  # [t_ms, closed]
         self.events = []  # [t_ms, kind, fields]
         self.levels = {"gameover": 1, "lockout": 1}
+        self.gameover_latched = 0  # whole pulses the pin interrupt counted (see board.py)
+        self.year = 2026  # 2000: the RTC before NTP has set it
         self.ops = 0
         self.cut_at = None  # power cut when ops reaches this
         self.sleeps_left = None  # raise PowerCut after this many sleeps (config retry loop)
@@ -52,15 +61,20 @@ class FakeBoard:
     def lockout_level(self):
         return self.levels["lockout"]
 
+    def gameover_pulses(self):
+        return self.gameover_latched
+
     # --- time ----------------------------------------------------------------------------
     def ticks_ms(self):
-        return self.now
+        return self.now % _TICKS_PERIOD if self.wrap else self.now
 
     def ticks_diff(self, a, b):
-        return a - b
+        if not self.wrap:
+            return a - b
+        return (a - b + _TICKS_HALF) % _TICKS_PERIOD - _TICKS_HALF
 
     def ticks_add(self, a, delta):
-        return a + delta
+        return (a + delta) % _TICKS_PERIOD if self.wrap else a + delta
 
     def sleep_ms(self, ms):
         self._op()
@@ -72,7 +86,10 @@ class FakeBoard:
 
     def utc_now(self):
         s = self.now // 1000
-        return (2026, 11, 27, (s // 3600) % 24, (s // 60) % 60, s % 60)
+        return (self.year, 11, 27, (s // 3600) % 24, (s // 60) % 60, s % 60)
+
+    def clock_valid(self):
+        return self.year >= 2025
 
     def random_bits(self):
         self._rand = (self._rand * 1103515245 + 12345) & 0x7FFFFFFF
@@ -118,6 +135,7 @@ class FakeLink:
         self.board = board
         self.journal_path = journal_path
         self.up = True
+        self.problem = None
         self._was_up = False
         self.inbox = []  # [topic, payload] waiting for the broker to deliver them
         self.published = []  # [t_ms, topic, payload, retain]

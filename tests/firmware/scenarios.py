@@ -8,7 +8,7 @@ import sys
 
 import app
 import config
-from fake_board import FakeBoard, FakeLink, PowerCut, _file_text
+from fake_board import FakeBoard, FakeLink, PowerCut
 
 MACHINE = "machine_123"
 ROOT = "/tmp/arcade-scenarios"
@@ -47,10 +47,12 @@ def fresh_dir(name):
     return path
 
 
-def coin(credits, credit_id=None, machine=MACHINE):
+def coin(credits, credit_id=None, machine=MACHINE, expires=None):
     msg = {"machineId": machine, "credits": credits, "timestamp": "2026-11-27T16:29:15Z"}
     if credit_id is not None:
         msg["id"] = credit_id
+    if expires is not None:
+        msg["expires"] = expires
     return json.dumps(msg).encode()
 
 
@@ -76,7 +78,7 @@ class TimedLink(FakeLink):
 class Rig:
     """A cabinet on a fake board and a fake broker; reboot() keeps only what is on flash."""
 
-    def __init__(self, state, cfg, levels=None):
+    def __init__(self, state, cfg, levels=None, year=2026, wrap=False, start_ms=0):
         self.state = state
         self.cfg = cfg
         self.edges = []
@@ -84,10 +86,13 @@ class Rig:
         self.published = []
         self.board = None
         self.link = None
-        self._boot(0, [], levels)
+        self.year = year
+        self.wrap = wrap
+        self._boot(start_ms, [], levels)
 
     def _boot(self, start_ms, inbox, levels):
-        board = FakeBoard(self.state, start_ms=start_ms)
+        board = FakeBoard(self.state, start_ms=start_ms, wrap=self.wrap)
+        board.year = self.year
         if levels:
             board.levels.update(levels)
         link = TimedLink(board, self.state + "/journal.dat")
@@ -127,8 +132,9 @@ class Rig:
         return predicate()
 
     def acked(self):
+        """A `done` ack is out (all pulses of a message delivered)."""
         for p in self.link.published:
-            if p[1].endswith(b"/ack"):
+            if p[1].endswith(b"/ack") and b'"done"' in p[2]:
                 return True
         return False
 
@@ -211,8 +217,8 @@ def scenario_dedupe():
     cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
     state = fresh_dir("dedupe")
     rig = Rig(state, cfg)
-    rig.send(coin(1, "A"))
-    rig.send(coin(1, "A"))  # the API's retry while the first is still pending
+    rig.send(coin(3, "A"))
+    rig.send(coin(3, "A"))  # the API's retry while the first is still pending
     rig.run(300)
     rig.send(coin(1, "A"))  # after it was pulsed and acked
     for i in range(63):
@@ -354,25 +360,41 @@ def _write(path, text):
         f.write(text)
 
 
+def _old_recent_v2():
+    """recent.dat of firmware 1.0.x: the first 12 bytes of SHA-256 of each id, in hex."""
+    import hashlib
+
+    lines = [_RECENT_V2]
+    for credit_id in ("A", "cs_old"):
+        lines.append(hashlib.sha256(credit_id.encode()).digest()[:12].hex())
+    return "\n".join(lines) + "\nend\n"
+
+
+_RECENT_V2 = "v2 sha256/96"
+
+
 def scenario_recent_upgrade():
-    """The old id list is read and rewritten as digests; its ids stay duplicates."""
+    """The old id list (either format) goes into ids.bin; its ids stay duplicates."""
     cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
-    state = fresh_dir("upgrade")
-    _write(state + "/recent.dat", _OLD_RECENT)
-    _write(state + "/journal.dat", _PENDING_JOURNAL)
-    rig = Rig(state, cfg)
-    converted = _file_text(state + "/recent.dat").split("\n")
-    for credit_id in ("A", "cs_old", "cs_pending", "cs_new"):
-        rig.send(coin(1, credit_id))
-    rig.run_until(lambda: not rig.link.inbox and not rig.loop.cabinet.journal.entries, 5000)
-    rig.reboot()
-    for credit_id in ("A", "cs_old", "cs_pending", "cs_new"):
-        rig.send(coin(1, credit_id))
-    rig.run(500)
-    obs = rig.observations()
-    obs["converted"] = converted
-    obs["files"] = sorted(os.listdir(state))
-    return obs
+    runs = []
+    for old in (_OLD_RECENT, _old_recent_v2()):
+        state = fresh_dir("upgrade")
+        _write(state + "/recent.dat", old)
+        _write(state + "/journal.dat", _PENDING_JOURNAL)
+        rig = Rig(state, cfg)
+        converted = sorted(os.listdir(state))
+        for credit_id in ("A", "cs_old", "cs_pending", "cs_new"):
+            rig.send(coin(1, credit_id))
+        rig.run_until(lambda r=rig: not r.link.inbox and not r.loop.cabinet.journal.entries, 5000)
+        rig.reboot()
+        for credit_id in ("A", "cs_old", "cs_pending", "cs_new"):
+            rig.send(coin(1, credit_id))
+        rig.run(500)
+        obs = rig.observations()
+        obs["converted"] = converted
+        obs["files"] = sorted(os.listdir(state))
+        runs.append(obs)
+    return {"runs": runs}
 
 
 def scenario_recent_unreadable():
@@ -390,83 +412,287 @@ def scenario_recent_unreadable():
         rig.run(300)
         obs = rig.observations()
         obs["files"] = sorted(os.listdir(state))
-        obs["recent"] = _file_text(state + "/recent.dat").split("\n")[0]
         runs.append(obs)
     return {"runs": runs}
 
 
-def scenario_link():
-    """link.py with the genuine umqtt.simple over a scripted broker (fake_net.py as usocket)."""
-    import usocket
-
-    broker = usocket.BROKER
-    state = fresh_dir("link")
-    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20},
-                      mqtt={"keepalive": 30, "timeout_s": 5, "backoff_max_s": 8})
-    board = FakeBoard(state)
-
-    def wait_readable(sock, ms):  # select.poll on the fake socket, in virtual time (the
-        ready = sock.readable()  # scenario delivers between steps: nothing arrives mid-wait)
-        board.sleep_ms(0 if ready else ms)
-        return ready
-
-    board.readable = lambda sock: sock
-    board.wait_readable = wait_readable
-    loop = app.Loop(board, cfg)  # the real link.Link
-    seen_at_puback = []
-    broker.on_puback = lambda pid: seen_at_puback.append(
-        [pid, "cs_link" in _file_text(state + "/journal.dat")])
-
-    def run(ms):
-        end = board.now + ms
-        while board.now < end:
-            step(loop, board)
-
-    run(50)
-    connect = broker.of(0x10)[0][1]
-    subscribe = broker.of(0x80)[0][1]
-    broker.deliver(COIN, coin(2, "cs_link"), 7)
-    run(500)
-    pings_before = len(broker.of(0xC0))
-    run(16000)  # keepalive 30 s: a ping every 15 s
-    pings = len(broker.of(0xC0)) - pings_before
-    broker.silent = True  # the broker (or the path to it) stops answering
-    silent_at = board.now
-    run(40000)
-    drops = [e for e in board.events if e[1] == "disconnected"]
-    silent_drop = [[e[0] - silent_at, e[2]] for e in drops]
-    broker.silent = False
-    run(12000)  # the reconnect backoff is capped at 8 s (+ jitter)
-    connects_after_silence = broker.connects
-    broker.sockets[-1].broken = True  # the connection drops
-    run(100)
-    broken_drop = [e[2] for e in board.events if e[1] == "disconnected"][len(drops):]
-    run(5000)
-    cid_len = connect[10] << 8 | connect[11]
-    return {
-        "connect_flags": connect[7],
-        "keepalive": connect[8] << 8 | connect[9],
-        "client_id": connect[12:12 + cid_len].decode(),
-        "subscribe_topic": subscribe[4:-1].decode(),
-        "subscribe_qos": subscribe[-1],
-        "seen_at_puback": seen_at_puback,
-        "publishes": [[p[0] & 0x0F, _publish_topic(p[1])] for p in broker.of(0x30)],
-        "edges": board.edges,
-        "pings": pings,
-        "silent_drop": silent_drop,
-        "connects_after_silence": connects_after_silence,
-        "broken_drop": broken_drop,
-        "connects": broker.connects,
-        "subscribes": len(broker.of(0x80)),
-        "socket_timeouts": [sock.timeout for sock in broker.sockets],
-        "socket_waits": sum(sock.waits for sock in broker.sockets),
-        "fed": board.wdt.fed,
-    }
+def acks(rig):
+    """[id, state, reason] of every ack published so far (this boot and the ones before)."""
+    rig._collect()
+    out = []
+    for p in rig.published:
+        if p[1].endswith(b"/ack"):
+            body = json.loads(p[2])
+            out.append([body["id"], body.get("state"), body.get("reason"), body["credits"]])
+    return out
 
 
-def _publish_topic(body):
-    return body[2:2 + (body[0] << 8 | body[1])].decode()
+def scenario_ack_states():
+    """Protocol v2: expires against a valid clock, rejected ids, repeats re-acked with the state
+    the cabinet knows, and what an unset clock does to expires."""
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    rig = Rig(fresh_dir("ack_states"), cfg)  # the fake clock reads 2026-11-27
+    rig.send(coin(1, "cs_late", expires="2026-11-01T00:00:00Z"))  # deadline passed
+    rig.send(coin(1, "cs_fresh", expires="2026-12-31T00:00:00Z"))
+    rig.send(coin(21, "cs_too_many"))
+    rig.send(coin(1, "cs_bad_expiry", expires="tomorrow"))
+    rig.run(500)
+    rig.send(coin(1, "cs_late", expires="2026-11-01T00:00:00Z"))  # the API's resend
+    rig.send(coin(1, "cs_fresh", expires="2026-12-31T00:00:00Z"))
+    rig.run(500)
+    obs = {"acks_valid_clock": acks(rig), "pulses_valid_clock": len(rig.edges) // 2}
+    rig2 = Rig(fresh_dir("ack_states_unset"), cfg, year=2000)  # the RTC before NTP
+    rig2.send(coin(1, "cs_late_unset", expires="2026-11-01T00:00:00Z"))
+    rig2.run(500)
+    obs["acks_unset_clock"] = acks(rig2)
+    obs["pulses_unset_clock"] = len(rig2.edges) // 2
+    obs["status_unset_clock"] = [json.loads(p[2]) for p in rig2.published
+                                 if p[1].endswith(b"/status")]
+    strict = base_config(relay={"pulse_ms": 20, "gap_ms": 20}, require_id=True)
+    rig3 = Rig(fresh_dir("ack_states_strict"), strict)
+    rig3.send(coin(1))
+    rig3.run(300)
+    obs["strict_pulses"] = len(rig3.edges) // 2
+    obs["strict_rejected"] = [e[2] for e in rig3.board.events if e[1] == "rejected"]
+    return obs
 
+
+def scenario_backlog():
+    """A broker delivering 100 queued coinpulses at once: beyond 32 they wait on flash (the
+    inbox), every one is pulsed once, `received` is out before each train, `done` after it."""
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20, "pulses_per_credit": 1})
+    rig = Rig(fresh_dir("backlog"), cfg)
+    for i in range(100):
+        rig.send(coin(1 + i % 2, f"cs_backlog_{i:03d}"))
+    most = [0]
+    inboxes = [False]
+
+    def done():
+        entries = rig.loop.cabinet.journal.entries
+        most[0] = max(most[0], len(entries))
+        inboxes[0] = inboxes[0] or rig.loop.cabinet.journal.inbox_waiting > 0
+        return not rig.link.inbox and not entries
+
+    rig.run_until(done, 120000)
+    obs = rig.observations()
+    obs["most_in_ram"] = most[0]
+    obs["used_inbox"] = inboxes[0]
+    obs["files"] = sorted(os.listdir(rig.state))
+    return obs
+
+
+def scenario_repeat_cap():
+    """A reset that recurs between closing the relay and recording the pulse (a relay coil that
+    browns the supply out): the pulse is started at most MAX_STARTS times, then held."""
+    cfg = base_config(relay={"pulse_ms": 50, "gap_ms": 50})
+    rig = Rig(fresh_dir("repeat_cap"), cfg)
+    rig.send(coin(2, "cs_brownout"))
+    boots = 0
+    for _ in range(6):
+        rig.run_until(lambda: rig.board.relay_closed or kinds(rig, "pulse_repeat_cap"), 2000)
+        if not rig.board.relay_closed:
+            break
+        boots += 1
+        rig.reboot()  # the relay closed: the supply browns out, the board resets
+    rig.run(2000)
+    held_edges = len(rig.board.edges)
+    status = [json.loads(p[2]) for p in rig.link.published if p[1].endswith(b"/status")]
+    rig._collect()
+    import recovery
+
+    released = recovery.release(rig.state)  # the operator, at the REPL, after fixing the supply
+    rig.reboot()
+    rig.run_until(rig.acked, 5000)
+    obs = rig.observations()
+    obs["boots"] = boots
+    obs["held_edges"] = held_edges
+    obs["held_status"] = status
+    obs["released"] = released
+    return obs
+
+
+def scenario_lockout_instant():
+    """The game locks its coin input 5 ms before a credit arrives (inside the debounce): no pulse
+    goes in until it unlocks; a lock that starts while the relay is closed voids that pulse."""
+    cfg = base_config(lockout={"pin": 25, "active_low": True, "debounce_ms": 50},
+                      relay={"pulse_ms": 100, "gap_ms": 200})
+    rig = Rig(fresh_dir("lockout_instant"), cfg)
+    rig.run(100)
+    rig.board.levels["lockout"] = 0
+    rig.run(5)
+    rig.send(coin(1, "cs_locked_early"))
+    rig.run(500)
+    edges_while_locked = len(rig.board.edges)
+    rig.board.levels["lockout"] = 1
+    rig.run_until(rig.acked, 2000)
+    obs = rig.observations()
+    obs["edges_while_locked"] = edges_while_locked
+    return obs
+
+
+def scenario_gameover_latched():
+    """A game-over pulse that came and went while the loop was blocked (a connect): the pin
+    interrupt counted it, the poll never saw it active; it is reported once."""
+    cfg = base_config(gameover={"pin": 27, "active_low": True, "debounce_ms": 50,
+                                "min_interval_ms": 0})
+    rig = Rig(fresh_dir("gameover_latched"), cfg)
+    rig.run(100)
+    rig.board.gameover_latched += 1  # counted by the IRQ during a blocked pass
+    rig.run(500)
+    latched_reports = len(kinds(rig, "gameover"))
+    rig.board.levels["gameover"] = 0  # a long one the poll sees too: counted once
+    rig.run(3000)
+    rig.board.levels["gameover"] = 1
+    rig.board.gameover_latched += 1  # the IRQ counts it as well, at its end
+    rig.run(3000)
+    return {"latched_reports": latched_reports, "total_reports": len(kinds(rig, "gameover"))}
+
+
+_DAY_MS = 86400000
+
+
+def scenario_tick_wrap():
+    """ticks_ms wraps every 2**30 ms (12.4 days) on the ESP32: a game-over report 7 days after the
+    last one is still sent; a link down for 7 days still retries (loop passes a day apart)."""
+    cfg = base_config(gameover={"pin": 27, "active_low": True, "debounce_ms": 50,
+                                "min_interval_ms": 2000})
+    rig = Rig(fresh_dir("tick_wrap"), cfg, wrap=True, start_ms=(1 << 30) - 5000)
+    levels = rig.board.levels
+
+    def press():
+        levels["gameover"] = 0
+        rig.run(200)
+        levels["gameover"] = 1
+        rig.run(200)
+
+    press()
+    for _ in range(7):  # a week with nothing happening (a pass at least daily)
+        rig.board.now += _DAY_MS
+        step(rig.loop, rig.board)
+    press()
+    reports = len(kinds(rig, "gameover"))
+    return {"reports": reports, "link": _link_after_a_week()}
+
+
+# umqtt.simple for link.py where nothing answers: the link's retries are what we watch.
+_NO_BROKER = """socket = None
+
+
+class MQTTClient:
+    def __init__(self, *args, **kwargs):
+        self.sock = None
+
+    def set_callback(self, f):
+        pass
+
+    def set_last_will(self, *args):
+        pass
+
+    def connect(self, *args):
+        raise OSError(113)
+"""
+
+
+def _link_after_a_week():
+    state = fresh_dir("tick_wrap_link")
+    package = ROOT + "/no_broker"
+    for folder in (package, package + "/umqtt"):
+        try:
+            os.mkdir(folder)
+        except OSError:
+            pass
+    _write(package + "/umqtt/__init__.py", "")
+    _write(package + "/umqtt/simple.py", _NO_BROKER)
+    saved = {name: sys.modules.pop(name, None) for name in ("link", "umqtt", "umqtt.simple")}
+    sys.path.insert(0, package)
+    try:
+        import link
+    finally:
+        sys.path.remove(package)
+    board = FakeBoard(state, wrap=True, start_ms=(1 << 30) - 5000)
+    board.wifi = False
+    board.wifi_ready = lambda wifi, now: board.wifi
+    board.resolve = lambda host, port: ("127.0.0.1", port)
+    cfg = base_config()
+    lk = link.Link(board, cfg, None, board.event, COIN, lambda: (b"t", b"p"))
+    lk.poll(board.ticks_ms(), True)
+    for _ in range(7):  # WiFi gone for a week
+        board.now += _DAY_MS
+        lk.poll(board.ticks_ms(), True)
+    board.wifi = True
+    attempts = 0
+    for _ in range(100):  # back: a connect is tried within seconds (DNS, then connect)
+        board.now += 100
+        lk.poll(board.ticks_ms(), True)
+    attempts = len([e for e in board.events if e[1] == "connect_failed"])
+    for name, module in saved.items():
+        if module is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = module
+    return {"attempts_within_10s": attempts}
+
+
+def scenario_stripe_retry():
+    """A Stripe retry (same id, no expires: an old API) after 1,000 other messages: dropped."""
+    cfg = base_config(relay={"pulse_ms": 20, "gap_ms": 20})
+    rig = Rig(fresh_dir("stripe_retry"), cfg)
+    rig.send(coin(1, "cs_live_first"))
+    rig.run_until(rig.acked, 2000)
+    for i in range(1000):
+        rig.send(coin(1, f"cs_live_other_{i:04d}"))
+        if i % 50 == 49:
+            rig.run_until(lambda: not rig.link.inbox and not rig.loop.cabinet.journal.entries,
+                          60000)
+            rig._collect()
+            del rig.edges[:], rig.events[:], rig.published[:]
+    rig.reboot()
+    rig.send(coin(1, "cs_live_first"))  # hours later, after the API answered 503
+    rig.run(500)
+    obs = rig.observations()
+    return {"duplicates": [e[2]["id"] for e in obs["events"] if e[1] == "duplicate"],
+            "pulses_after": len(obs["edges"]) // 2, "acks_after": acks(rig)}
+
+
+class _FailingRename:
+    """os for journal.py, whose next rename fails with EIO (a flash error), not EEXIST."""
+
+    def __init__(self, real):
+        self._real = real
+        self.fail = 2  # a flash that fails keeps failing
+
+    def rename(self, old, new):
+        if self.fail:
+            self.fail -= 1
+            raise OSError(5)  # EIO
+        self._real.rename(old, new)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def scenario_rename_error():
+    """A rename that fails for another reason than FAT's EEXIST keeps the good journal."""
+    import journal
+    import recovery
+
+    state = fresh_dir("rename_error")
+    j = journal.Journal(state)
+    recovery.load(j)
+    j.add("cs_kept", 2, 1)
+    real_os = journal.os
+    journal.os = _FailingRename(real_os)
+    raised = None
+    try:
+        j.add("cs_failed", 1, 1)
+    except OSError as e:
+        raised = e.args[0]
+    finally:
+        journal.os = real_os
+    again = journal.Journal(state)
+    recovery.load(again)
+    return {"raised": raised, "files": sorted(os.listdir(state)),
+            "after_reboot": [e.credit_id for e in again.entries]}
 
 
 MALFORMED = [
@@ -540,8 +766,18 @@ def scenario_config_errors():
     except PowerCut:
         pass
     problems2 = [e[2]["problems"] for e in board2.events if e[1] == "config_error"]
+
+    class Interpreter:  # what sys.implementation says
+        def __init__(self, name, version):
+            self.name = name
+            self.version = version
+
+    runtime = [config.runtime_problem(Interpreter(name, version)) for name, version in (
+        ("micropython", (1, 22, 2, "")), ("micropython", (1, 25, 0, "")),
+        ("micropython", (1, 27, 0, "")), ("cpython", (3, 11, 7)))]
     return {"retried": retried, "problems": problems, "problems_not_json": problems2,
-            "relay_edges": board.edges, "relay_calls_closed": board.relay_closed}
+            "relay_edges": board.edges, "relay_calls_closed": board.relay_closed,
+            "runtime": runtime}
 
 
 class _FakeMachine:
@@ -550,6 +786,7 @@ class _FakeMachine:
     calls = []
 
     class Pin:
+        IN = 1
         OUT = 3
 
         def __init__(self, pin, mode, value=None):
@@ -566,7 +803,8 @@ def scenario_boot():
     os.chdir(state)
     try:
         for cfg in (None, {"relay": {"pin": 4, "active_high": False}}, {"relay": {"pin": 7}},
-                    "{broken"):
+                    "{broken", {"relay": {"pin": 27, "active_high": "yes"}}, {"wifi": {}},
+                    {"relay": {"pin": 1}}):
             _FakeMachine.calls = []
             if cfg is None:
                 _remove("config.json")
@@ -583,8 +821,8 @@ def scenario_boot():
     return {"boots": results}
 
 
-FIRMWARE_MODULES = ("app", "board", "cabinet", "config", "contract", "gameover", "journal",
-                    "link", "pulser")
+FIRMWARE_MODULES = ("app", "board", "cabinet", "config", "contract", "gameover", "ids",
+                    "journal", "link", "pulser", "recovery")
 FIRMWARE = "/fw"
 
 
@@ -609,7 +847,14 @@ SCENARIOS = {
     "unreadable_journal": scenario_unreadable_journal,
     "recent_upgrade": scenario_recent_upgrade,
     "recent_unreadable": scenario_recent_unreadable,
-    "link": scenario_link,
+    "ack_states": scenario_ack_states,
+    "backlog": scenario_backlog,
+    "repeat_cap": scenario_repeat_cap,
+    "lockout_instant": scenario_lockout_instant,
+    "gameover_latched": scenario_gameover_latched,
+    "tick_wrap": scenario_tick_wrap,
+    "stripe_retry": scenario_stripe_retry,
+    "rename_error": scenario_rename_error,
 }
 
 

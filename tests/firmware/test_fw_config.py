@@ -3,6 +3,7 @@ and the coinpulse validation fuzzed with hypothesis."""
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import json
 import sys
@@ -91,6 +92,18 @@ def test_defaults_fill_in_and_optional_inputs_stay_absent():
          "max_credits_per_message: must be an integer from 1 to 100"),
         ({"status_interval_s": True}, "status_interval_s: must be an integer from 10 to 3600"),
         ({"wifi": None}, "wifi: must be an object"),
+        ({"relay": {"pin": 1}},
+         "relay.pin: GPIO 1 is the USB console's serial line (1 = TX, 3 = RX)"),
+        ({"lockout": {"pin": 3}},
+         "lockout.pin: GPIO 3 is the USB console's serial line (1 = TX, 3 = RX)"),
+        ({"relay": {"pin": 14}}, "relay.pin: GPIO 14 is pulled high from reset until the firmware "
+         "runs (JTAG): it could close the relay"),
+        ({"mqtt": {"host": "h", "user": "u"}},
+         "mqtt.password: give both mqtt.user and mqtt.password, or neither"),
+        ({"mqtt": {"host": "h", "timeout_s": 10}},
+         "watchdog_s: must be at least 4 x mqtt.timeout_s + 10 (50): a connect may take that long"),
+        ({"require_id": 1}, "require_id: must be true or false"),
+        ({"ntp_server": ""}, "ntp_server: must be a non-empty string"),
     ],
 )
 def test_each_mistake_is_named(change, problem):
@@ -101,6 +114,10 @@ def test_each_mistake_is_named(change, problem):
         else:
             cfg[key] = value
     assert problem in config.validate(cfg)
+
+
+def test_gpio14_is_fine_as_an_input():
+    assert config.validate({**minimal(), "gameover": {"pin": 14}}) == []
 
 
 def test_missing_sections_and_non_objects():
@@ -132,30 +149,51 @@ _json_values = st.recursive(
     | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=10,
 )
+_times = (st.datetimes(min_value=datetime.datetime(2000, 1, 1),
+                        max_value=datetime.datetime(2099, 12, 31))
+          .map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")))
 _almost_coinpulses = st.fixed_dictionaries(
     {"credits": _json_values | st.integers(-5, 30)},
     optional={"machineId": st.sampled_from(["machine_123", "machine_456", ""]) | _json_values,
-              "id": _json_values, "timestamp": _json_values},
+              "id": _json_values | st.text(min_size=1, max_size=12), "timestamp": _json_values,
+              "expires": _times | _json_values
+              | _times.map(lambda t: t.replace("Z", "+00:00"))},
 )
+_Y2000 = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 
 
 def oracle(payload: bytes) -> tuple | None:
-    """What a coinpulse means per docs/protocol.md, written independently of the firmware."""
+    """What a coinpulse means per docs/protocol.md, written independently of the firmware:
+    None (not one: ignored), ("rejected", id) or ("credit", id, credits, expires in seconds
+    since 2000 or None)."""
     try:
         msg = json.loads(payload)
     except (ValueError, RecursionError):
         return None
     if not isinstance(msg, dict) or len(payload) > 512:
         return None
-    if "machineId" in msg and msg["machineId"] != "machine_123":
-        return None
-    credits = msg.get("credits")
-    if isinstance(credits, bool) or not isinstance(credits, int) or not 1 <= credits <= 20:
-        return None
     credit_id = msg.get("id")
     if credit_id is not None and (not isinstance(credit_id, str) or not 0 < len(credit_id) <= 128):
         return None
-    return (credit_id, credits)
+    if "machineId" in msg and msg["machineId"] != "machine_123":
+        return None
+    credits = msg.get("credits")
+    expires = msg.get("expires")
+    ok = not isinstance(credits, bool) and isinstance(credits, int) and 1 <= credits <= 20
+    if ok and expires is not None:
+        try:
+            if not isinstance(expires, str) or not expires.endswith("Z"):
+                raise ValueError(expires)
+            when = datetime.datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ")
+            if when.strftime("%Y-%m-%dT%H:%M:%SZ") != expires:
+                raise ValueError(expires)
+        except ValueError:
+            ok = False
+        else:
+            expires = int((when.replace(tzinfo=datetime.UTC) - _Y2000).total_seconds())
+    if not ok:
+        return None if credit_id is None else ("rejected", credit_id)
+    return ("credit", credit_id, credits, expires)
 
 
 @settings(max_examples=500, deadline=None)
@@ -166,5 +204,7 @@ def test_coinpulse_validation_matches_the_contract(payload):
     expected = oracle(payload)
     if expected is None:
         assert isinstance(parsed, str)
+    elif expected[0] == "rejected":
+        assert parsed[0] == expected[1] and isinstance(parsed[3], str)
     else:
-        assert parsed == expected
+        assert parsed == (*expected[1:], None)

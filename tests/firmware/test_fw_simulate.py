@@ -79,7 +79,7 @@ def test_n_credits_print_n_pulses(broker, host_cabinet, subscribe):
     assert any("online: connected to" in line for line in lines)
     assert any("ack sent  id=cs_printed" in line for line in lines)
     state = cab.workdir / "cab06.state"
-    assert (state / "journal.dat").exists() and (state / "recent.dat").exists()
+    assert (state / "journal.dat").exists() and (state / "ids.bin").exists()
 
 
 @pytest.mark.slow

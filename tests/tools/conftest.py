@@ -25,7 +25,8 @@ SETTING_NAMES = (
     "MQTT_BROKER", "MQTT_PORT", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_TLS", "MQTT_CA_CERT",
     "MQTT_TOPIC_PREFIX", "MQTT_MONITOR_USERNAME", "MQTT_MONITOR_PASSWORD",
     "MQTT_PUBLISH_TIMEOUT_MS", "MAX_CREDITS_PER_MESSAGE", "MACHINE_TOKEN_SECRET",
-    "STRIPE_WEBHOOK_SECRET", "CENTS_PER_CREDIT", "ARCADE_API_URL",
+    "STRIPE_WEBHOOK_SECRET", "CENTS_PER_CREDIT", "ARCADE_API_URL", "OPERATOR_TOKEN",
+    "TEST_CHECKOUT", "TEST_CHECKOUT_NETWORK", "PUBLIC_URL", "STRIPE_API_KEY", "MACHINE_IDS",
 )
 
 
@@ -76,6 +77,7 @@ def arcade_process(args: list[str], env: dict[str, str], cwd: Path) -> subproces
 
 
 WEBHOOK_SECRET = "whsec_tools_test"
+OPERATOR_TOKEN = "operator-token-tools-test"
 
 
 @pytest.fixture
@@ -103,6 +105,7 @@ def serve_api(broker, tmp_path):
                 "STRIPE_API_KEY": "sk_test_tools",
                 "STRIPE_API_BASE": stripe.url,
                 "PRICE_ID": "price_single",
+                "OPERATOR_TOKEN": OPERATOR_TOKEN,
                 **overrides,
             },
         )

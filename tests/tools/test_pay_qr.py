@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
-from tests.tools.conftest import WEBHOOK_SECRET
+from tests.tools.conftest import OPERATOR_TOKEN, WEBHOOK_SECRET
 
 CABINET_PASSWORD = "pw-machine_456"
 
@@ -107,13 +108,30 @@ def test_qr_png_decodes_to_the_given_url(arcade, tmp_path):
 
 
 def test_qr_from_the_api_encodes_its_payment_link(arcade, api_server, tmp_path):
-    result = arcade("qr", "cab-a", "--api", api_server, "--out", "cab-a.png", "--test")
+    result = arcade("qr", "cab-a", "--api", api_server, "--out", "cab-a.png", "--test",
+                    env={"OPERATOR_TOKEN": OPERATOR_TOKEN})
 
     assert result.exit_code == 0, result.output
     [url] = decode_png(tmp_path / "cab-a.png")
     assert url.startswith("https://buy.stripe.com/test_plink_")
     assert url.endswith("client_reference_id=cab-a")
     assert url in result.output
+
+
+def test_qr_sends_the_operator_token_from_dotenv(arcade, api_server, tmp_path):
+    (tmp_path / ".env").write_text(f"OPERATOR_TOKEN={OPERATOR_TOKEN}\n")
+    result = arcade("qr", "cab-a", "--api", api_server, "--out", "cab-a.png", "--test")
+    assert result.exit_code == 0, result.output
+
+
+def test_qr_without_the_operator_token_says_what_is_needed(arcade, api_server):
+    result = arcade("qr", "cab-a", "--api", api_server, "--out", "cab-a.png", "--test")
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "error: the API answered 401: 'Authorization: Bearer <OPERATOR_TOKEN>' is required "
+        "(arcade qr sends it from .env)")
+    assert not (Path("cab-a.png")).exists()
 
 
 def test_qr_svg_has_the_code_and_the_machine_id(arcade, tmp_path):
@@ -158,7 +176,8 @@ def test_qr_mistakes_give_one_line(arcade, args, message):
 def test_qr_shows_the_apis_reason_when_it_has_no_link(arcade, serve_api):
     api = serve_api(PRICE_ID="")
 
-    result = arcade("qr", "cab-a", "--api", api, "--out", "x.png", "--test")
+    result = arcade("qr", "cab-a", "--api", api, "--out", "x.png", "--test",
+                    env={"OPERATOR_TOKEN": OPERATOR_TOKEN})
 
     assert result.exit_code == 1
     # (the in-process API's own log lines land in the same captured output)
@@ -168,7 +187,7 @@ def test_qr_shows_the_apis_reason_when_it_has_no_link(arcade, serve_api):
 
 def test_qr_asks_the_api_named_by_arcade_api_url(arcade, api_server, tmp_path):
     result = arcade("qr", "cab-a", "--out", "cab-a.png", "--test",
-                    env={"ARCADE_API_URL": api_server})
+                    env={"ARCADE_API_URL": api_server, "OPERATOR_TOKEN": OPERATOR_TOKEN})
 
     assert result.exit_code == 0, result.output
     [url] = decode_png(tmp_path / "cab-a.png")
