@@ -174,7 +174,9 @@ class LedgerOps:
         # publish results that end this delivery are (api/crediting.py).
         new, (answer, record) = ledger.claimed(None, payment, token, now, lease_seconds)
         if new is not None and self.insert_new(ledger.finish(new, now), now):
-            return answer, record  # the first delivery: one write before the publish
+            # The first delivery: one write before the publish. The console's totals wait for
+            # the publish's update (or, if we die first, for Stripe's retry's).
+            return answer, record
         return self.update(
             payment.session_id,
             lambda current: ledger.claimed(current, payment, token, now, lease_seconds),

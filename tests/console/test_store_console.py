@@ -95,6 +95,15 @@ def test_money_is_counted_once_and_refunds_are_subtracted(store):
     assert week == month == {("cab-a", "usd"): 200, ("cab-b", "eur"): 100}
 
 
+def test_the_ledger_counts_a_delivery_without_being_asked(store):
+    payment = Payment("cs_auto", "cab-a", 2, 200, "usd", "pi_auto")
+    parts = plan_parts("cs_auto", 2, 200, 20, T0, 180, 60)
+    store.claim(replace(payment, parts=parts, paid_at=T0), "tok", T0, 60)
+    store.published("cs_auto", "tok", {part.id: 0 for part in parts}, T0)
+    [total] = store.period_totals("day", "2026-12-01")
+    assert (total.machine_id, total.gross, total.payments, total.credits) == ("cab-a", 200, 1, 2)
+
+
 def test_disputes_are_subtracted_and_comps_counted_apart(store):
     paid(store, "cs_d", amount=300, credits=3)
     dispute(store, "cs_d", T0 + 5)
