@@ -65,7 +65,8 @@ def credit(services: Services, payment: Payment, resend: bool = False) -> Outcom
     now = time.time()
     token = secrets.token_hex(12)
     planned = with_plan(services, payment, now)
-    claim, current = store.take(planned, token, now, services.settings.claim_lease_seconds)
+    claim, current = store.take(planned, token, now, services.settings.claim_lease_seconds,
+                                resend)
     if claim != Claim.CLAIMED:
         return not_claimed(claim, current)
     try:

@@ -337,10 +337,12 @@ def claim(
 
 
 def claimed(
-    current: Payment | None, incoming: Payment, token: str, now: float, lease: float
+    current: Payment | None, incoming: Payment, token: str, now: float, lease: float,
+    resend: bool = False,
 ) -> tuple[Payment | None, tuple[Claim, Payment | None]]:
     """Create the record with its plan if new (the plan is stored once: a retry never re-plans),
-    then take the lease if there is something to publish."""
+    then take the lease if there is something to publish (with `resend`, the operator's, also
+    parts the broker took but the cabinet has not confirmed)."""
     if current is None:
         payment = replace(incoming, created_at=now, events=[])
         note(payment, now, "paid", detail=plan_detail(payment))
@@ -356,7 +358,7 @@ def claimed(
     payment = stripe_facts(payment, now)
     if payment.disputed or summary(payment) == State.REFUNDED:
         return changed(current, payment), (Claim.REFUSED, payment)
-    if not any(publishable(part, now) for part in payment.parts):
+    if not any(publishable(part, now, resend) for part in payment.parts):
         if any(retryable(part) for part in payment.parts):
             # Too late to publish: it is refunded instead.
             return changed(current, payment), (Claim.EXPIRED, payment)

@@ -167,19 +167,20 @@ class LedgerOps:
         return self.take(payment, token, now, lease_seconds)[0]
 
     def take(
-        self, payment: Payment, token: str, now: float, lease_seconds: float
+        self, payment: Payment, token: str, now: float, lease_seconds: float,
+        resend: bool = False,
     ) -> tuple[Claim, Payment | None]:
         """`claim`, and the record as it is after it (no second read before publishing)."""
         # Not synced: if a power cut takes the claim, Stripe has had no answer and retries; the
         # publish results that end this delivery are (api/crediting.py).
-        new, (answer, record) = ledger.claimed(None, payment, token, now, lease_seconds)
+        new, (answer, record) = ledger.claimed(None, payment, token, now, lease_seconds, resend)
         if new is not None and self.insert_new(ledger.finish(new, now), now):
             # The first delivery: one write before the publish. The console's totals wait for
             # the publish's update (or, if we die first, for Stripe's retry's).
             return answer, record
         return self.update(
             payment.session_id,
-            lambda current: ledger.claimed(current, payment, token, now, lease_seconds),
+            lambda current: ledger.claimed(current, payment, token, now, lease_seconds, resend),
             now,
             durable=False,
         )

@@ -7,6 +7,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from api.ledger import PartState
 from api.store import Cabinet, Heartbeat, Payment, planned
 from api.store_sqlite import SQLiteStore
 from tools.cli import cli
@@ -127,6 +128,29 @@ def test_resend_publishes_the_undelivered_parts_again_after_asking(operator, arc
     stored = store.get("cs_stuck")
     assert [p.state for p in stored.parts] == ["published"] * 3
     assert stored.events[-1].kind == "operator_resend"
+
+
+def test_resend_publishes_parts_the_broker_took_but_the_cabinet_never_confirmed(
+        operator, arcade, subscribe):
+    store, env = operator
+    now = time.time()
+    store.ack("cab-a", "cs_stuck:1", "done", "", now)
+    store.update("cs_stuck", lambda current: (_taken_by_broker(current), None), now)
+    coins = subscribe("arcade/machine/cab-a/coinpulse")
+    result = arcade("ledger", "resend", "cs_stuck", env=env, input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "published" in result.output and "duplicate" not in result.output
+    assert [m.json()["id"] for m in coins.wait_for(2)] == ["cs_stuck:2", "cs_stuck:3"]
+    assert [str(p.state) for p in store.get("cs_stuck").parts] == ["done", "published",
+                                                                   "published"]
+
+
+def _taken_by_broker(payment):
+    """The broker took every part (PUBACK 0); the cabinet has said nothing since."""
+    for part in payment.parts:
+        if str(part.state) != "done":
+            part.state, part.reason = PartState.PUBLISHED, ""
+    return payment
 
 
 def test_refund_refunds_the_undelivered_parts_now(operator, arcade, stripe_stub):
