@@ -115,8 +115,15 @@ def test_resend_publishes_an_undeliverable_credit_with_the_same_id(operator_clie
     assert again.json()["id"] == session["id"] and again.json()["credits"] == 2
     page = text(operator_client.get(f"/console/payments/{session['id']}"))
     assert "operator resend" in page
+    # Still no word from the cabinet: another resend sends it again (the cabinet drops a repeat
+    # of an id it has), until the cabinet confirms it.
+    again_done = act(operator_client, "resend", session["id"], reason="no credit yet")
+    assert "Done: published again (published)" in text(again_done)
+    assert [m.json()["id"] for m in coinpulses.wait_for(1)] == [session["id"]]
+    services_of(operator_client).store.ack("cab-a", session["id"], "done", "", time.time())
     nothing = act(operator_client, "resend", session["id"], reason="again?")
     assert "Not done: " in text(nothing)
+    assert coinpulses.nothing_more() == []
 
 
 def test_refund_goes_to_stripe_once_and_leaves_the_takings(operator_client, stripe_api):
