@@ -13,7 +13,18 @@ MAX_BODY_BYTES = 256 * 1024
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """The app, configured from the environment (and `.env`), or from `test_config`'s variables."""
-    from api import errors, logs, security, services, test_checkout, views, webhook
+    from api import (
+        console,
+        errors,
+        ingest,
+        logs,
+        receipt,
+        security,
+        services,
+        test_checkout,
+        views,
+        webhook,
+    )
     from api.settings import SettingsError, api_settings_from_env, load_dotenv_files
 
     if test_config is None:
@@ -35,6 +46,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     logs.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)
+    app.register_blueprint(ingest.bp)
+    app.register_blueprint(receipt.bp)
     if settings.test_checkout:
         app.register_blueprint(test_checkout.bp)
+    console.init_app(app, settings)
     return app

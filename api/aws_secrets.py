@@ -28,7 +28,11 @@ SECRET_KEYS = (
     "MQTT_USERNAME",
     "MQTT_PASSWORD",
     "MACHINE_TOKEN_SECRET",
+    "CONSOLE_SECRET_KEY",  # signs the console's session cookies
+    "CONSOLE_OPERATORS",  # `arcade operator add NAME --print` entries
+    "ALERT_WEBHOOK_URL",  # incoming-webhook URLs carry their own token
     "OPERATOR_TOKEN",
+    "INGEST_TOKEN",  # the broker rule's bearer token for POST /ingest/mqtt (issue 10)
 )
 CA_PEM_KEY = "MQTT_CA_CERT_PEM"
 

@@ -23,6 +23,7 @@ LambdaHandler = Callable[[Event, Any], dict[str, Any]]
 log = logging.getLogger("arcade.lambda")
 
 _handler: LambdaHandler | None = None
+_app: Any = None  # the Flask app behind _handler (its services run the scheduled sweep)
 
 
 def handler(event: Event, context: Any) -> dict[str, Any]:
@@ -37,7 +38,27 @@ def handler(event: Event, context: Any) -> dict[str, Any]:
         except Exception as error:  # e.g. Secrets Manager unreachable: Stripe will retry
             log.error("start-up failed: %s", describe(error))
             return error_event(event, 503, "the API could not start; retry later")
+    if is_scheduled(event):
+        return run_sweep()
     return _handler(without_stage(event), context)
+
+
+def is_scheduled(event: Event) -> bool:
+    """The EventBridge schedule of template.yaml (a "Scheduled Event" from aws.events)."""
+    return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+
+
+def run_sweep() -> dict[str, Any]:
+    """Refund what was not delivered in time, publish again what the broker did not take: the
+    sweep `arcade listen` runs locally, here once per schedule (api/sweep.py)."""
+    from dataclasses import asdict
+
+    from api.sweep import sweep
+
+    report = sweep(_app.extensions["arcade"])
+    result = asdict(report)
+    log.info(json.dumps({"sweep": {k: v for k, v in result.items() if k != "results"}}))
+    return result
 
 
 def build_handler() -> LambdaHandler:
@@ -47,11 +68,13 @@ def build_handler() -> LambdaHandler:
     from api.aws_secrets import load_secrets
     from api.logs import configure_logging
 
+    global _app
     configure_logging()
     load_secrets()  # before create_app reads the settings
+    _app = create_app()
     # binary_support: bodies with a non-text content type go back base64-encoded, as AWS
     # requires; JSON and text stay plain. ALB multi-value headers are detected per event.
-    return make_lambda_handler(create_app(), binary_support=True)
+    return make_lambda_handler(_app, binary_support=True)
 
 
 def without_stage(event: Event) -> Event:

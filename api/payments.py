@@ -73,7 +73,12 @@ def credits_for_price(client: stripe.StripeClient, price_id: str, settings: Sett
 
 
 def create_payment_link(
-    client: stripe.StripeClient, machine_id: str, price_id: str, credits: int, replaces: str = ""
+    client: stripe.StripeClient,
+    machine_id: str,
+    price_id: str,
+    credits: int,
+    replaces: str = "",
+    receipt_base: str = "",
 ) -> Link:
     metadata = {"machine_id": machine_id, "credits": str(credits)}
     # The same cabinet, price and credits always make the same request: a retry never makes a
@@ -82,15 +87,18 @@ def create_payment_link(
     key = f"arcade-link-{machine_id}-{price_id}-{credits}"
     if replaces:
         key += f"-after-{hashlib.sha256(replaces.encode()).hexdigest()[:16]}"
-    link = client.v1.payment_links.create(
-        params={
-            "line_items": [{"price": price_id, "quantity": 1}],
-            "metadata": metadata,
-            # Also on the PaymentIntent, so refunds and disputes name the cabinet.
-            "payment_intent_data": {"metadata": metadata},
-        },
-        options={"idempotency_key": key},
-    )
+    params: dict = {
+        "line_items": [{"price": price_id, "quantity": 1}],
+        "metadata": metadata,
+        # Also on the PaymentIntent, so refunds and disputes name the cabinet.
+        "payment_intent_data": {"metadata": metadata},
+    }
+    if receipt_base:
+        # After paying, the player lands on our receipt page, which follows the credit live.
+        # Stripe puts the session id in place of {CHECKOUT_SESSION_ID}.
+        url = f"{receipt_base}/receipt/{{CHECKOUT_SESSION_ID}}"
+        params["after_completion"] = {"type": "redirect", "redirect": {"url": url}}
+    link = client.v1.payment_links.create(params=params, options={"idempotency_key": key})
     return Link(link.url, link.id, time.time())
 
 
@@ -112,7 +120,12 @@ def with_client_reference(url: str, machine_id: str) -> str:
 
 
 def checked_link(
-    store: Store, settings: Settings, machine_id: str, price_id: str, cached: Link | None
+    store: Store,
+    settings: Settings,
+    machine_id: str,
+    price_id: str,
+    cached: Link | None,
+    receipt_base: str = "",
 ) -> Link:
     """The cached link confirmed in Stripe, or a new one when it was deactivated (dashboard) or
     its Price's credits changed; created on first request."""
@@ -125,7 +138,8 @@ def checked_link(
             confirmed = Link(cached.url, cached.link_id, time.time())
             return store.save_link(machine_id, price_id, confirmed, replacing=cached.url)
         created = create_payment_link(client, machine_id, price_id, credits,
-                                      replaces=cached.link_id or cached.url if cached else "")
+                                      replaces=cached.link_id or cached.url if cached else "",
+                                      receipt_base=receipt_base)
     except (stripe.StripeError, PaymentsError) as error:
         if cached is not None:
             # Stripe down or refusing: the link it confirmed before is better than no link.
@@ -138,11 +152,14 @@ def checked_link(
                            replacing=cached.url if cached else None)
 
 
-def payment_link_for(store: Store, settings: Settings, machine_id: str, price_id: str) -> str:
+def payment_link_for(
+    store: Store, settings: Settings, machine_id: str, price_id: str, receipt_base: str = ""
+) -> str:
     """The cabinet's link: from the ledger while it is fresh (LINK_CHECK_SECONDS), else checked
-    in Stripe first, so a deactivated link or a Price's changed credits are not served on."""
+    in Stripe first, so a deactivated link or a Price's changed credits are not served on. A new
+    link sends the player to `receipt_base`/receipt/… after paying."""
     cached = store.link(machine_id, price_id)
     fresh_for = settings.security.link_check_seconds
     if cached is None or time.time() - cached.checked_at >= fresh_for:
-        cached = checked_link(store, settings, machine_id, price_id, cached)
+        cached = checked_link(store, settings, machine_id, price_id, cached, receipt_base)
     return with_client_reference(cached.url, machine_id)

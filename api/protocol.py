@@ -24,38 +24,32 @@ def topic(prefix: str, machine_id: str, kind: str) -> str:
 
 
 def parse_topic(prefix: str, name: str) -> tuple[str, str] | None:
-    """(machine_id, kind) of a contract topic, or None for anything else."""
-    parts = name.split("/")
-    if len(parts) != 4 or parts[0] != prefix or parts[1] != "machine" or parts[3] not in KINDS:
+    """(machine_id, kind) of a contract topic, or None for anything else. The prefix may have
+    several levels (`site1/arcade`)."""
+    if not name.startswith(prefix + "/"):
         return None
-    return parts[2], parts[3]
+    parts = name[len(prefix) + 1 :].split("/")
+    if len(parts) != 3 or parts[0] != "machine" or parts[2] not in KINDS:
+        return None
+    return parts[1], parts[2]
 
 
 def encode(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-def coinpulse(machine_id: str, credits: int, credit_id: str) -> dict:
-    return {
+def coinpulse(machine_id: str, credits: int, credit_id: str, expires: float | None = None) -> dict:
+    """The coinpulse for one part. `expires` (a part's deadline, UTC) is left out when there is
+    none (REFUND_UNDELIVERED_AFTER_S=0); cabinets treat it as optional."""
+    message = {
         "machineId": machine_id,
         "credits": credits,
         "timestamp": utc_timestamp(),
         "id": credit_id,
     }
-
-
-def split_credits(credit_id: str, credits: int, max_per_message: int) -> list[tuple[str, int]]:
-    """[(id, credits)] with no message above the cabinet's limit; ids stay stable across retries."""
-    if credits <= max_per_message:
-        return [(credit_id, credits)]
-    chunks = []
-    remaining, part = credits, 1
-    while remaining > 0:
-        size = min(remaining, max_per_message)
-        chunks.append((f"{credit_id}:{part}", size))
-        remaining -= size
-        part += 1
-    return chunks
+    if expires is not None:
+        message["expires"] = utc_timestamp(datetime.fromtimestamp(int(expires), UTC))
+    return message
 
 
 def gameover(machine_id: str, report_id: str | None = None) -> dict:

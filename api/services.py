@@ -17,6 +17,12 @@ class Services:
     store: Store
     publisher: Publisher
 
+    def __post_init__(self) -> None:
+        # The console's day totals are counted in the arcade's time zone (ARCADE_TIMEZONE).
+        from zoneinfo import ZoneInfo
+
+        self.store.console_zone = ZoneInfo(self.settings.timezone)
+
 
 def init_app(app: Flask, settings: Settings) -> None:
     # Nothing here touches the network: the store and the broker connect on first use.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -122,7 +123,21 @@ class Settings:
     webhook_tolerance_seconds: int = 300
     test_checkout: bool = False
     public_url: str = ""
+    # --- operators' console and alerts (README: Console) ---
+    console_secret_key: str = field(default="", repr=False)
+    console_operators: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    console_cookie_secure: bool = True
+    timezone: str = "UTC"
+    alert_webhook_url: str = field(default="", repr=False)
+    alert_webhook_topic: str = ""
+    alert_offline_minutes: int = 10
     security: SecuritySettings = field(default_factory=lambda: SecuritySettings())
+    # --- delivery truth and refunds (issue 10) ---
+    refund_undelivered_after_s: int = 180  # the deadline; 0 = never refund, only report
+    refund_grace_s: int = 60
+    sweep_interval_s: int = 10
+    ingest_token: str = field(default="", repr=False)
+    stripe_livemode: bool = False
 
     def price_allowed(self, price_id: str) -> bool:
         return price_id == self.price_id or price_id in self.allowed_price_ids
@@ -146,6 +161,16 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     test_checkout = parse_flag(env, "TEST_CHECKOUT")
     api_key = _text(env, "STRIPE_API_KEY")
     public_url = _text(env, "PUBLIC_URL").rstrip("/")
+    delivery = delivery_settings_from_env(env, api_key)
+    lease = parse_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1)
+    # A publish may take a connect and a PUBACK wait, each up to the timeout, plus ledger writes:
+    # a lease shorter than that could pass to a retry while this worker still publishes.
+    shortest = math.ceil(2 * mqtt.timeout) + 5
+    if lease < shortest:
+        raise SettingsError(
+            f"CLAIM_LEASE_SECONDS must be at least {shortest} (twice MQTT_PUBLISH_TIMEOUT_MS"
+            f" plus 5 s, the longest a publish can take), got {lease}"
+        )
     return Settings(
         stripe_webhook_secrets=secrets,
         mqtt_broker=mqtt.host,
@@ -166,11 +191,13 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         machine_ids=_list(env, "MACHINE_IDS"),
         machine_token_secret=_text(env, "MACHINE_TOKEN_SECRET"),
         max_credits_per_message=parse_integer(env, "MAX_CREDITS_PER_MESSAGE", 20, minimum=1),
-        claim_lease_seconds=parse_integer(env, "CLAIM_LEASE_SECONDS", 60, minimum=1),
+        claim_lease_seconds=lease,
         webhook_tolerance_seconds=parse_integer(env, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
         test_checkout=test_checkout,
         public_url=public_url,
         security=security_settings_from_env(env),
+        **delivery,
+        **console_settings_from_env(env),
     )
 
 
@@ -298,3 +325,69 @@ def security_settings_from_env(env: Mapping[str, str]) -> SecuritySettings:
         ),
         trusted_proxy_hops=parse_integer(env, "TRUSTED_PROXY_HOPS", 0, minimum=0),
     )
+
+
+# --- operators' console and alerts ---------------------------------------------------------------
+OPERATOR_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-@")
+
+
+def parse_operators(raw: str) -> tuple[tuple[str, str], ...]:
+    """CONSOLE_OPERATORS: `name:$argon2id$…` pairs separated by spaces (what `arcade operator
+    add NAME --print` prints), for deployments whose operators live in a setting (Lambda)."""
+    operators = []
+    for entry in raw.split():
+        name, _, password_hash = entry.partition(":")
+        if not name or set(name) - OPERATOR_NAME_CHARS or not password_hash.startswith("$argon2"):
+            raise SettingsError(
+                "CONSOLE_OPERATORS must be `name:$argon2id$...` pairs separated by spaces"
+                " (arcade operator add NAME --print)"
+            )
+        operators.append((name, password_hash))
+    return tuple(operators)
+
+
+def console_settings_from_env(env: Mapping[str, str]) -> dict:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    timezone = _text(env, "ARCADE_TIMEZONE", "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"ARCADE_TIMEZONE must be a time zone name such as Europe/Berlin, got {timezone!r}"
+        ) from None
+    secret_key = _text(env, "CONSOLE_SECRET_KEY")
+    if secret_key and len(secret_key) < 32:
+        raise SettingsError("CONSOLE_SECRET_KEY must be at least 32 characters (a random string)")
+    alert_url = _text(env, "ALERT_WEBHOOK_URL")
+    if alert_url and not alert_url.startswith(("https://", "http://")):
+        raise SettingsError(f"ALERT_WEBHOOK_URL must start with https://, got {alert_url[:30]!r}")
+    return {
+        "console_secret_key": secret_key,
+        "console_operators": parse_operators(_text(env, "CONSOLE_OPERATORS")),
+        "console_cookie_secure": parse_flag(env, "CONSOLE_COOKIE_SECURE", True),
+        "timezone": timezone,
+        "alert_webhook_url": alert_url,
+        "alert_webhook_topic": _text(env, "ALERT_WEBHOOK_TOPIC"),
+        "alert_offline_minutes": parse_integer(env, "ALERT_OFFLINE_MINUTES", 10, minimum=0),
+    }
+
+
+# --- delivery truth and refunds (issue 10) --------------------------------------------------------
+def delivery_settings_from_env(env: Mapping[str, str], api_key: str) -> dict[str, object]:
+    """REFUND_UNDELIVERED_AFTER_S, REFUND_GRACE_S, SWEEP_INTERVAL_S, INGEST_TOKEN and
+    STRIPE_LIVEMODE (default: the API key's mode), as Settings fields."""
+    live_key = api_key.startswith(("sk_live_", "rk_live_"))
+    livemode = parse_flag(env, "STRIPE_LIVEMODE", live_key)
+    if api_key and livemode != live_key:
+        raise SettingsError(
+            f"STRIPE_LIVEMODE is {str(livemode).lower()} but STRIPE_API_KEY is a"
+            f" {'live' if live_key else 'test'} key"
+        )
+    return {
+        "refund_undelivered_after_s": parse_integer(env, "REFUND_UNDELIVERED_AFTER_S", 180),
+        "refund_grace_s": parse_integer(env, "REFUND_GRACE_S", 60),
+        "sweep_interval_s": parse_integer(env, "SWEEP_INTERVAL_S", 10, minimum=1),
+        "ingest_token": _text(env, "INGEST_TOKEN"),
+        "stripe_livemode": livemode,
+    }

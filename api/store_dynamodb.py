@@ -2,45 +2,54 @@
 
 Single-table layout (string partition key `pk`, no sort key):
 
-- `session#<cs_…>`: one payment record, with its lease (`claim_token`, `claim_expires`) inline so
-  that claiming is ONE conditional UpdateItem — atomic across every Lambda instance, exactly like
-  the SQLite upsert.
+- `session#<cs_…>`: one payment: the whole record as JSON in `doc` (api/ledger.py: part plan,
+  part states, timeline, lease), plus the attributes its indexes need. A change reads the item
+  (consistent read), applies a pure function and writes it back with the condition
+  `version = <what was read>` (or "does not exist yet"): optimistic concurrency, retried on a
+  conflict. So every change is atomic across Lambda instances, like SQLite's transaction, and a
+  write botocore retries after a lost response is recognised on the re-read.
+- `intent#<pi_…>`: what Stripe said about a payment intent (a refund or dispute may come before
+  the session is known; see store.IntentNote). One UpdateItem merges and returns it.
 - `link#<machine>#<price>`: a payment link (first writer wins with a conditional PutItem; a
   replacement only over the url it replaces).
+- `cabinet#<machine>`, `heartbeat#<name>`: cabinets' last status; delivery processes' health.
 
-Three sparse global secondary indexes, only payment items carry their keys:
+Sparse global secondary indexes (only items carrying both keys are in one):
 
-- `by_intent` (payment_intent): refunds and disputes name the PaymentIntent, not the session.
-- `by_machine` (machine_id, created_at): one cabinet's payments newest first, without a scan.
-- `by_created` (kind, created_at): all payments newest first. `kind` is the constant "payment",
-  so this index is one partition: fine for an arcade (a GSI partition takes 1,000 writes/s) and it
-  keeps the operator's listing a Query, never a Scan of the whole ledger.
+- `by_intent` (payment_intent), `by_machine` (machine_id, created_at),
+  `by_state` (state, created_at): the operator's listings, newest first, by date range.
+- `by_created` (kind, created_at): all payments (`kind` = "payment"), all cabinets ("cabinet"),
+  all heartbeats ("heartbeat"). One partition per kind: fine for an arcade (a GSI partition takes
+  1,000 writes/s), and every listing is a Query, never a Scan (the function may not Scan).
+- `by_sweep` (kind, sweep_at): payments with a part to publish again or refund, by when; an item
+  leaves the index when nothing is left to do (sweep_at removed).
 
-Indexes are eventually consistent (usually well under a second): `payments` and
-`find_by_payment_intent` serve operator views and refunds, which come long after the payment.
-Everything that decides whether to publish uses consistent reads of the primary key.
+Indexes are eventually consistent (usually well under a second): they only find candidates;
+every decision re-reads the item itself consistently.
 
-TTL: the table's TTL attribute is `expires_at`, and NO payment or link item ever carries it. TTL
-deletes whole items, and a lease lives inside its payment record, so "TTL on an expired claim"
-would delete the record of a paid credit. Expired leases need no deletion: the claim condition
-ignores them (`claim_expires <= now`) and the next claim overwrites them; `mark_published` and
-`release` remove them. The attribute is reserved for disposable items only.
+TTL: the table's TTL attribute is `expires_at`, and NO item here ever carries it. TTL deletes
+whole items, and a lease lives inside its payment record, so "TTL on an expired claim" would
+delete the record of a paid credit. The attribute is reserved for disposable items only.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from api.store import Cabinet, Claim, Link, Payment, State, why_not_claimed
+from api import ledger
+from api.store import Cabinet, Change, Heartbeat, IntentNote, LedgerOps, Link, Payment, State, T
+from api.store_console_dynamodb import ConsoleDynamoDB
 
 # boto3 is imported on first use (nothing slow at Lambda import time), so no stubs here.
 DynamoDBClient = Any
 
 TTL_ATTRIBUTE = "expires_at"
 PAYMENT_KIND = "payment"
-
-# Attributes a claim writes only when the record is new (the SQLite INSERT's values).
-_INSERT_ONLY = ("session_id", "machine_id", "credits", "amount", "currency", "created_at")
+CABINET_KIND = "cabinet"
+HEARTBEAT_KIND = "heartbeat"
+# Conflicting writers on one payment are a webhook, the sweep and a cabinet's ack at most.
+_ATTEMPTS = 20
 
 
 def _client() -> DynamoDBClient:
@@ -68,13 +77,17 @@ def create_table(table_name: str, client: DynamoDBClient | None = None) -> None:
             {"AttributeName": "kind", "AttributeType": "S"},
             {"AttributeName": "machine_id", "AttributeType": "S"},
             {"AttributeName": "payment_intent", "AttributeType": "S"},
+            {"AttributeName": "state", "AttributeType": "S"},
             {"AttributeName": "created_at", "AttributeType": "N"},
+            {"AttributeName": "sweep_at", "AttributeType": "N"},
         ],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
             _index("by_intent", "payment_intent"),
             _index("by_machine", "machine_id", "created_at"),
+            _index("by_state", "state", "created_at"),
             _index("by_created", "kind", "created_at"),
+            _index("by_sweep", "kind", "sweep_at"),
         ],
     )
     client.get_waiter("table_exists").wait(
@@ -93,7 +106,7 @@ def _index(name: str, hash_key: str, range_key: str | None = None) -> dict[str, 
     return {"IndexName": name, "KeySchema": keys, "Projection": {"ProjectionType": "ALL"}}
 
 
-class DynamoDBStore:
+class DynamoDBStore(ConsoleDynamoDB, LedgerOps):
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
         self._dynamodb: DynamoDBClient | None = None
@@ -105,176 +118,159 @@ class DynamoDBStore:
             self._dynamodb = _client()
         return self._dynamodb
 
-    # --- exactly-once -----------------------------------------------------------------------
+    # --- payments -----------------------------------------------------------------------------
+    def update(self, session_id: str, change: Change[T], now: float, durable: bool = True) -> T:
+        # Every DynamoDB write is durable when acknowledged; `durable` changes nothing here.
+        key = _session_key(session_id)
+        for _ in range(_ATTEMPTS):
+            item = self._get(key)
+            current = ledger.loads(item["doc"]["S"]) if item else None
+            payment, answer = change(current)
+            if payment is None:
+                return answer
+            payment = ledger.finish(payment, now)
+            payment.version = (current.version if current else 0) + 1
+            request: dict[str, Any] = {"TableName": self.table_name, "Item": _payment_item(payment)}
+            if current is None:
+                request["ConditionExpression"] = "attribute_not_exists(pk)"
+            else:
+                request["ConditionExpression"] = "#version = :read"
+                request["ExpressionAttributeNames"] = {"#version": "version"}
+                request["ExpressionAttributeValues"] = {":read": _n(current.version)}
+            try:
+                self.client.put_item(**request)
+            except self.client.exceptions.ConditionalCheckFailedException:
+                continue  # someone wrote in between (or our own write, retried): read again
+            self._after_change(session_id)  # the console's totals and alerts
+            return answer
+        raise RuntimeError(f"could not update {session_id}: it keeps changing")
 
-    def claim(self, payment: Payment, token: str, now: float, lease_seconds: float) -> Claim:
-        values = {
-            ":claimed": _s(State.CLAIMED),
-            ":pending": _s(State.PENDING),
-            ":token": _s(token),
-            ":expires": _n(now + lease_seconds),
-            ":now": _n(now),
-            ":kind": _s(PAYMENT_KIND),
-        }
-        sets = [
-            "#state = :claimed",
-            "claim_token = :token",
-            "claim_expires = :expires",
-            "updated_at = :now",
-            "kind = :kind",
-        ]
-        fields = _payment_fields(payment, now)
-        for name in _INSERT_ONLY:
-            if name in fields:
-                values[f":{name}"] = fields[name]
-                sets.append(f"{name} = if_not_exists({name}, :{name})")
-        if "payment_intent" in fields:  # like SQL's coalesce(existing, new)
-            values[":payment_intent"] = fields["payment_intent"]
-            sets.append("payment_intent = if_not_exists(payment_intent, :payment_intent)")
-        current = self._update(
-            payment.session_id,
-            "SET " + ", ".join(sets),
-            # New record, or one that may still be credited and whose lease is free or expired.
-            "attribute_not_exists(pk) OR (#state IN (:pending, :claimed)"
-            " AND (attribute_not_exists(claim_expires) OR claim_expires <= :now))",
-            values,
-        )
-        if current is None:
-            return Claim.CLAIMED
-        if current.get("claim_token", {}).get("S") == token and _state(current) == State.CLAIMED:
-            return Claim.CLAIMED  # our own write, retried by botocore after a lost response
-        return why_not_claimed(_payment(current) if current else None)
-
-    def mark_published(self, session_id: str, token: str, now: float) -> bool:
-        values = {
-            ":now": _n(now),
-            ":token": _s(token),
-            ":claimed": _s(State.CLAIMED),
-            ":published": _s(State.PUBLISHED),
-        }
-        current = self._update(
-            session_id,
-            "SET published_at = :now, updated_at = :now, #state = :published,"
-            " published_token = :token REMOVE claim_token, claim_expires",
-            "claim_token = :token AND #state = :claimed",
-            values,
-        )
-        if current is not None:
-            # Lost the lease, unless this is our own update retried after a lost response.
-            return current.get("published_token", {}).get("S") == token
-        # The cabinet may have acked before our PUBACK arrived: then the record ends acked.
-        self._update(
-            session_id,
-            "SET #state = :acked",
-            "#state = :published AND attribute_exists(acked_at)",
-            {":published": _s(State.PUBLISHED), ":acked": _s(State.ACKED)},
-        )
-        return True
-
-    def release(self, session_id: str, token: str, now: float) -> None:
-        self._update(
-            session_id,
-            "SET #state = :pending, updated_at = :now REMOVE claim_token, claim_expires",
-            "claim_token = :token AND #state = :claimed",
-            {
-                ":pending": _s(State.PENDING),
-                ":now": _n(now),
-                ":token": _s(token),
-                ":claimed": _s(State.CLAIMED),
-            },
-        )
-
-    # --- records ----------------------------------------------------------------------------
-
-    def record(self, payment: Payment, now: float) -> None:
-        item = {"pk": _s(_session_key(payment.session_id)), "kind": _s(PAYMENT_KIND)}
-        item |= _payment_fields(payment, now)
-        item |= {"state": _s(payment.state), "updated_at": _n(now)}
+    def insert_new(self, payment: Payment, now: float) -> bool:
+        payment.version = 1
         try:
             self.client.put_item(
-                TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                TableName=self.table_name,
+                Item=_payment_item(payment),
+                ConditionExpression="attribute_not_exists(pk)",
             )
         except self.client.exceptions.ConditionalCheckFailedException:
-            pass  # never overwrite (or downgrade) an existing record
-
-    def mark(self, session_id: str, state: State, now: float) -> bool:
-        if state == State.ACKED:
-            return self._mark_acked(session_id, now)
-        values = {":state": _s(state), ":now": _n(now)}
-        condition = "attribute_exists(pk)"
-        if state == State.FAILED:
-            condition += " AND attribute_not_exists(published_at)"  # a credit given stays given
-        current = self._update(
-            session_id, "SET #state = :state, updated_at = :now", condition, values
-        )
-        return current is None
-
-    def _mark_acked(self, session_id: str, now: float) -> bool:
-        """Keep the first ack time; the state becomes acked only once published.
-
-        Two conditional writes, each for one state of the record, retried if the state changed in
-        between (mark_published may run concurrently), so the ack can never be left behind.
-        """
-        values = {":now": _n(now), ":published": _s(State.PUBLISHED)}
-        update = "SET acked_at = if_not_exists(acked_at, :now), updated_at = :now"
-        for _ in range(5):
-            published = self._update(
-                session_id,
-                update + ", #state = :acked",
-                "#state = :published",
-                values | {":acked": _s(State.ACKED)},
-            )
-            if published is None:
-                return True
-            if not published:
-                return False  # no such session
-            other = self._update(
-                session_id, update, "attribute_exists(pk) AND #state <> :published", values
-            )
-            if other is None:
-                return True
-        raise RuntimeError(f"could not record the ack of {session_id}: its state keeps changing")
-
-    # --- reads ------------------------------------------------------------------------------
+            return False  # exists (or our own write, retried: update's re-read recognises it)
+        return True
 
     def get(self, session_id: str) -> Payment | None:
         item = self._get(_session_key(session_id))
-        return _payment(item) if item else None
+        return ledger.loads(item["doc"]["S"]) if item else None
 
-    def find_by_payment_intent(self, payment_intent: str) -> Payment | None:
-        response = self.client.query(
-            TableName=self.table_name,
-            IndexName="by_intent",
-            KeyConditionExpression="payment_intent = :pi",
-            ExpressionAttributeValues={":pi": _s(payment_intent)},
-            Limit=1,
-        )
-        items = response.get("Items", [])
-        return _payment(items[0]) if items else None
-
-    def payments(self, machine_id: str | None = None, limit: int = 100) -> list[Payment]:
-        if machine_id is None:
-            index, condition, value = "by_created", "kind = :key", PAYMENT_KIND
+    def payments(
+        self,
+        machine_id: str | None = None,
+        state: State | str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[Payment]:
+        names = {"#key": "kind", "#at": "created_at"}
+        values: dict[str, Any] = {}
+        filters = []
+        if machine_id is not None:
+            index, names["#key"] = "by_machine", "machine_id"
+            values[":key"] = _s(machine_id)
+            if state is not None:
+                names["#state"] = "state"
+                values[":state"] = _s(str(state))
+                filters.append("#state = :state")
+        elif state is not None:
+            index, names["#key"], values[":key"] = "by_state", "state", _s(str(state))
         else:
-            index, condition, value = "by_machine", "machine_id = :key", machine_id
+            index, values[":key"] = "by_created", _s(PAYMENT_KIND)
+        condition = "#key = :key"
+        if since is not None and until is not None:
+            condition += " AND #at BETWEEN :since AND :until"
+            values |= {":since": _n(since), ":until": _n(until)}
+        elif since is not None:
+            condition += " AND #at >= :since"
+            values[":since"] = _n(since)
+        elif until is not None:
+            condition += " AND #at < :until"
+            values[":until"] = _n(until)
+        if "#at" not in condition:
+            del names["#at"]  # DynamoDB refuses a name the expressions do not use
         query: dict[str, Any] = {
-            "TableName": self.table_name,
             "IndexName": index,
             "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": {":key": _s(value)},
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
             "ScanIndexForward": False,  # newest first
         }
-        found: list[Payment] = []
-        while len(found) < limit:
-            response = self.client.query(**query, Limit=limit - len(found))
-            found += [_payment(item) for item in response.get("Items", [])]
-            if "LastEvaluatedKey" not in response:
-                break
-            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        if filters:
+            query["FilterExpression"] = " AND ".join(filters)
+        found = [ledger.loads(item["doc"]["S"]) for item in self._query(query, limit)]
+        if until is not None:  # BETWEEN includes its upper end; [since, until) does not
+            found = [payment for payment in found if payment.created_at < until]
         return found
 
-    # --- links ------------------------------------------------------------------------------
+    def due(self, now: float, limit: int = 100) -> list[Payment]:
+        query = {
+            "IndexName": "by_sweep",
+            "KeyConditionExpression": "kind = :kind AND sweep_at <= :now",
+            "ExpressionAttributeValues": {":kind": _s(PAYMENT_KIND), ":now": _n(now)},
+        }
+        return [ledger.loads(item["doc"]["S"]) for item in self._query(query, limit)]
 
+    def find_by_payment_intent(self, payment_intent: str) -> Payment | None:
+        note = self._get(_intent_key(payment_intent))
+        session_id = _text(note, "session_id") if note else None
+        if session_id:  # consistent: the intent's own item
+            return self.get(session_id)
+        query = {  # a payment recorded before its intent was noted (e.g. awaiting payment)
+            "IndexName": "by_intent",
+            "KeyConditionExpression": "payment_intent = :pi",
+            "ExpressionAttributeValues": {":pi": _s(payment_intent)},
+        }
+        items = self._query(query, 1)
+        return ledger.loads(items[0]["doc"]["S"]) if items else None
+
+    def note_intent(
+        self,
+        payment_intent: str,
+        session_id: str = "",
+        amount_refunded: int = 0,
+        disputed: bool = False,
+    ) -> IntentNote:
+        key = {"pk": _s(_intent_key(payment_intent))}
+        request = {"TableName": self.table_name, "Key": key}
+        if session_id:
+            self.client.update_item(
+                **request,
+                UpdateExpression="SET session_id = if_not_exists(session_id, :sid)",
+                ExpressionAttributeValues={":sid": _s(session_id)},
+            )
+        if amount_refunded:
+            try:
+                self.client.update_item(
+                    **request,
+                    UpdateExpression="SET amount_refunded = :amount",
+                    ConditionExpression="attribute_not_exists(amount_refunded)"
+                    " OR amount_refunded < :amount",
+                    ExpressionAttributeValues={":amount": _n(amount_refunded)},
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pass  # a larger refund is already known
+        if disputed:
+            self.client.update_item(
+                **request,
+                UpdateExpression="SET disputed = :yes",
+                ExpressionAttributeValues={":yes": {"BOOL": True}},
+            )
+        item = self._get(_intent_key(payment_intent)) or {}
+        return IntentNote(
+            payment_intent,
+            _text(item, "session_id") or "",
+            int(_number(item, "amount_refunded") or 0),
+            item.get("disputed", {}).get("BOOL", False),
+        )
+
+    # --- links ----------------------------------------------------------------------------------
     def link(self, machine_id: str, price_id: str) -> Link | None:
         item = self._get(_link_key(machine_id, price_id))
         if not item:
@@ -299,80 +295,146 @@ class DynamoDBStore:
             pass  # another writer was first
         return self.link(machine_id, price_id) or link
 
+    # --- cabinets and heartbeats ----------------------------------------------------------------
     def cabinet_seen(self, cabinet: Cabinet) -> None:
-        self.client.put_item(
-            TableName=self.table_name,
-            Item={
-                "pk": _s(f"cabinet#{cabinet.machine_id}"),
-                "machine_id": _s(cabinet.machine_id),
-                "cabinet_state": _s(cabinet.state),
-                "last_seen": _n(cabinet.last_seen),
-                "firmware": _s(cabinet.firmware),
-                "pending_credits": _n(cabinet.pending_credits),
+        self._cabinet_update(
+            cabinet.machine_id,
+            cabinet.last_seen,
+            "cabinet_state = :state, last_seen = :at, firmware = :firmware,"
+            " pending_credits = :pending, problem = :problem, detail = :detail",
+            {
+                ":state": _s(cabinet.state),
+                ":firmware": _s(cabinet.firmware),
+                ":pending": _n(cabinet.pending_credits),
+                ":problem": _s(cabinet.problem),
+                ":detail": _s(cabinet.detail),
             },
         )
 
+    def cabinet_heard(self, machine_id: str, now: float) -> None:
+        try:
+            self._cabinet_update(
+                machine_id,
+                now,
+                "cabinet_state = if_not_exists(cabinet_state, :state), last_seen = :at",
+                {":state": _s("online")},
+                condition="attribute_not_exists(last_seen) OR last_seen < :at",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # a later message was already recorded
+
+    def _cabinet_update(
+        self, machine_id: str, at: float, sets: str, values: dict, condition: str | None = None
+    ) -> None:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": _s(f"cabinet#{machine_id}")},
+            # `cabinet_id`, not machine_id: with created_at, a machine_id would put the cabinet
+            # in the payments' by_machine index (a cabinet's payments would list it).
+            "UpdateExpression": f"SET kind = :kind, cabinet_id = :machine,"
+            f" created_at = if_not_exists(created_at, :at), {sets}",
+            "ExpressionAttributeValues": values
+            | {":kind": _s(CABINET_KIND), ":machine": _s(machine_id), ":at": _n(at)},
+        }
+        if condition:
+            request["ConditionExpression"] = condition
+        self.client.update_item(**request)
+
     def cabinets(self) -> list[Cabinet]:
-        # An arcade has tens of cabinets: a filtered scan is simpler than another index.
-        found = []
-        pages = self.client.get_paginator("scan").paginate(
-            TableName=self.table_name,
-            FilterExpression="begins_with(pk, :prefix)",
-            ExpressionAttributeValues={":prefix": _s("cabinet#")},
-            ConsistentRead=True,
-        )
-        for page in pages:
-            for item in page.get("Items", []):
-                found.append(
-                    Cabinet(
-                        machine_id=item["machine_id"]["S"],
-                        state=item["cabinet_state"]["S"],
-                        last_seen=float(item["last_seen"]["N"]),
-                        firmware=item["firmware"]["S"],
-                        pending_credits=int(item["pending_credits"]["N"]),
-                    )
-                )
+        found = [
+            Cabinet(
+                machine_id=item["cabinet_id"]["S"],
+                state=item["cabinet_state"]["S"],
+                last_seen=float(item["last_seen"]["N"]),
+                firmware=_text(item, "firmware") or "",
+                pending_credits=int(_number(item, "pending_credits") or 0),
+                problem=_text(item, "problem") or "",
+                detail=_text(item, "detail") or "",
+            )
+            for item in self._of_kind(CABINET_KIND)
+        ]
         return sorted(found, key=lambda cabinet: cabinet.machine_id)
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        self.client.put_item(
+            TableName=self.table_name,
+            Item={
+                "pk": _s(f"heartbeat#{beat.name}"),
+                "kind": _s(HEARTBEAT_KIND),
+                "created_at": _n(beat.at),
+                "name": _s(beat.name),
+                "detail": _s(json.dumps(beat.detail)),
+            },
+        )
+
+    def heartbeats(self) -> list[Heartbeat]:
+        beats = [
+            Heartbeat(
+                item["name"]["S"], float(item["created_at"]["N"]), json.loads(item["detail"]["S"])
+            )
+            for item in self._of_kind(HEARTBEAT_KIND)
+        ]
+        return sorted(beats, key=lambda beat: beat.name)
 
     def ping(self) -> None:
         # A data-plane read of a key that never exists: proves table, credentials and network.
         self._get("ping")
 
-    # --- plumbing ---------------------------------------------------------------------------
-
+    # --- plumbing -------------------------------------------------------------------------------
     def _get(self, key: str) -> dict[str, Any] | None:
         response = self.client.get_item(
             TableName=self.table_name, Key={"pk": _s(key)}, ConsistentRead=True
         )
         return response.get("Item")
 
-    def _update(
-        self, session_id: str, update: str, condition: str, values: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """One conditional UpdateItem on a payment: None when applied, else the item as it is
-        ({} if there is none)."""
-        key = _session_key(session_id)
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Key": {"pk": _s(key)},
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    def _of_kind(self, kind: str) -> list[dict[str, Any]]:
+        """Every cabinet or heartbeat item (tens of them): one partition of `by_created`."""
+        query = {
+            "IndexName": "by_created",
+            "KeyConditionExpression": "kind = :kind",
+            "ExpressionAttributeValues": {":kind": _s(kind)},
         }
-        if "#state" in update or "#state" in condition:
-            request["ExpressionAttributeNames"] = {"#state": "state"}  # a reserved word
-        try:
-            self.client.update_item(**request)
-        except self.client.exceptions.ConditionalCheckFailedException as error:
-            item = getattr(error, "response", {}).get("Item")
-            # Older endpoints may not return the item: read it, consistently.
-            return item if item is not None else (self._get(key) or {})
-        return None
+        return self._query(query, 10_000)
+
+    def _query(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` items of an index query, following pages."""
+        query = {"TableName": self.table_name, **query}
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            response = self.client.query(**query, Limit=max(1, limit - len(found)))
+            found += response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                break
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found[:limit]
+
+
+def _payment_item(payment: Payment) -> dict[str, Any]:
+    item = {
+        "pk": _s(_session_key(payment.session_id)),
+        "kind": _s(PAYMENT_KIND),
+        "session_id": _s(payment.session_id),
+        "machine_id": _s(payment.machine_id),
+        "state": _s(str(payment.state)),
+        "created_at": _n(payment.created_at),
+        "updated_at": _n(payment.updated_at),
+        "version": _n(payment.version),
+        "doc": _s(ledger.dumps(payment)),
+    }
+    if payment.payment_intent:  # index keys may not be empty
+        item["payment_intent"] = _s(payment.payment_intent)
+    sweep_at = payment.sweep_at()
+    if sweep_at is not None:
+        item["sweep_at"] = _n(sweep_at)
+    return item
 
 
 def _session_key(session_id: str) -> str:
     return f"session#{session_id}"
+
+
+def _intent_key(payment_intent: str) -> str:
+    return f"intent#{payment_intent}"
 
 
 def _link_key(machine_id: str, price_id: str) -> str:
@@ -387,28 +449,6 @@ def _n(value: float | int) -> dict[str, str]:
     return {"N": repr(value)}  # repr round-trips a float exactly
 
 
-def _payment_fields(payment: Payment, now: float) -> dict[str, dict[str, str]]:
-    """A new record's attributes; None values are left out (index keys may not be NULL)."""
-    fields = {
-        "session_id": _s(payment.session_id),
-        "machine_id": _s(payment.machine_id),
-        "credits": _n(int(payment.credits)),
-        "created_at": _n(now),
-    }
-    if payment.amount is not None:
-        fields["amount"] = _n(int(payment.amount))
-    if payment.currency is not None:
-        fields["currency"] = _s(payment.currency)
-    if payment.payment_intent:
-        fields["payment_intent"] = _s(payment.payment_intent)
-    return fields
-
-
-def _state(item: dict[str, Any]) -> State | None:
-    raw = item.get("state", {}).get("S")
-    return State(raw) if raw else None
-
-
 def _number(item: dict[str, Any], name: str) -> float | None:
     raw = item.get(name, {}).get("N")
     return float(raw) if raw is not None else None
@@ -416,20 +456,3 @@ def _number(item: dict[str, Any], name: str) -> float | None:
 
 def _text(item: dict[str, Any], name: str) -> str | None:
     return item.get(name, {}).get("S")
-
-
-def _payment(item: dict[str, Any]) -> Payment:
-    amount = _number(item, "amount")
-    return Payment(
-        session_id=item["session_id"]["S"],
-        machine_id=item["machine_id"]["S"],
-        credits=int(item["credits"]["N"]),
-        amount=int(amount) if amount is not None else None,
-        currency=_text(item, "currency"),
-        payment_intent=_text(item, "payment_intent"),
-        state=State(item["state"]["S"]),
-        created_at=_number(item, "created_at") or 0.0,
-        updated_at=_number(item, "updated_at") or 0.0,
-        published_at=_number(item, "published_at"),
-        acked_at=_number(item, "acked_at"),
-    )

@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 
-from flask import Blueprint, current_app, redirect, render_template_string, request
+from flask import Blueprint, current_app, redirect, render_template_string, request, url_for
 
 from api.errors import error_response
 from api.logs import note
@@ -176,9 +176,10 @@ def pay(machine_id: str):
     answer = current_app.test_client().post("/webhook", data=body, headers=headers)
     result = (answer.json or {}).get("result", "")
     note(machine=machine_id, session=session_id, result=f"test_checkout_{result or 'error'}")
-    if answer.status_code == 200 and result in ("published", "duplicate"):
-        # POST-redirect-GET: a reload shows the receipt, it does not post the form again.
-        response = redirect(f"/test-checkout/{machine_id}?paid={session_id}", code=303)
+    if answer.status_code == 200:
+        # POST-redirect-GET to where a real Payment Link sends the player: the receipt, which
+        # follows the credit live (delivered, or refunded if the cabinet cannot be reached).
+        response = redirect(url_for("receipt.page", session_id=session_id), code=303)
         if result == "published":
             response.set_cookie(JUST_PAID_COOKIE, session_id, max_age=60, httponly=True,
                                 samesite="Strict", path=f"/test-checkout/{machine_id}")

@@ -70,7 +70,22 @@ def status():
         version=VERSION,
         store=store_state,
         broker="connected" if svc.publisher.connected else "idle",
+        delivery=delivery_health(svc) if store_state == "ok" else {},
     )
+
+
+def delivery_health(svc) -> dict[str, str]:
+    """Is anyone recording acks and running the sweep? From their heartbeats in the ledger:
+    `ok`, `stale` (silent too long: look at `arcade listen` / the schedule) or `none`."""
+    import time
+
+    from api.listener_health import freshness
+
+    try:
+        beats = {beat.name: beat for beat in svc.store.heartbeats()}
+    except Exception:  # reported as unknown; the reason is in the server log
+        return {}
+    return freshness(beats, svc.settings.sweep_interval_s, time.time())
 
 
 @bp.post("/create-payment-link")
@@ -92,11 +107,16 @@ def create_payment_link():
     if not svc.settings.price_allowed(price_id):
         raise BadRequest("price_id is not one of the allowed prices")
     try:
-        url = payment_link_for(svc.store, svc.settings, machine_id, price_id)
+        url = payment_link_for(svc.store, svc.settings, machine_id, price_id, public_base())
     except PaymentsError as error:
         retry = {"Retry-After": str(error.retry_after)} if error.retry_after else None
         raise Refused(error.status, error.message, retry) from None
     return jsonify(url=url)
+
+
+def public_base() -> str:
+    """Where players reach this API: PUBLIC_URL, else the address this request came to."""
+    return services().settings.public_url or request.host_url.rstrip("/")
 
 
 @bp.post("/gameover")

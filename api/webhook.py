@@ -13,7 +13,7 @@ from api.logs import note
 from api.machines import is_valid_machine_id
 from api.services import Services, services
 from api.settings import Settings
-from api.store import Payment, State
+from api.store import Payment
 
 bp = Blueprint("webhook", __name__)
 
@@ -117,22 +117,26 @@ def why_not_credited(session: dict, settings: Settings) -> str | None:
     return None
 
 
-def payment_of(session: dict, settings: Settings) -> Payment | None:
-    """The ledger record for a Checkout Session, or None when it is not for a cabinet."""
+def payment_of(session: dict, settings: Settings) -> tuple[Payment | None, str]:
+    """The ledger record for a Checkout Session (None when it is not for a cabinet), and why it
+    can reach no cabinet ("" when it can). A paid session is recorded either way: money taken
+    for a cabinet we cannot credit is refunded, never dropped."""
     # The link's metadata is ours; client_reference_id is in the URL, which the payer can edit:
     # it only names the cabinet when the metadata names none.
     machine_id = metadata_of(session).get("machine_id") or session.get("client_reference_id")
     if not machine_id:
-        return None
-    if not is_valid_machine_id(machine_id):
-        raise BadEvent("machine_id must match ^[A-Za-z0-9_-]{1,64}$")
-    if not settings.machine_allowed(machine_id):
-        raise BadEvent(f"unknown machine_id {machine_id!r}")
+        return None, ""
     session_id = session.get("id")
     if not isinstance(session_id, str) or not session_id:
         raise BadEvent("checkout session has no id")
+    problem = ""
+    if not is_valid_machine_id(machine_id):
+        # Never used in a topic; kept (shortened) so the operator can see what was asked for.
+        machine_id, problem = str(machine_id)[:64], "invalid_machine_id"
+    elif not settings.machine_allowed(machine_id):
+        problem = "unknown_machine"
     amount = session.get("amount_total")
-    return Payment(
+    payment = Payment(
         session_id=session_id,
         machine_id=machine_id,
         credits=credits_of(session, settings),
@@ -140,10 +144,11 @@ def payment_of(session: dict, settings: Settings) -> Payment | None:
         currency=text_or_none(session.get("currency")),
         payment_intent=text_or_none(session.get("payment_intent")),
     )
+    return payment, problem
 
 
 def handle_session(event_type: str, session: dict, svc: Services) -> Outcome:
-    payment = payment_of(session, svc.settings)
+    payment, problem = payment_of(session, svc.settings)
     if payment is None:
         return Outcome(200, "ignored", extra={"reason": "not a cabinet's checkout"})
     note(machine=payment.machine_id, session=payment.session_id)
@@ -154,13 +159,31 @@ def handle_session(event_type: str, session: dict, svc: Services) -> Outcome:
     )
     if not paid:
         return crediting.record_pending(svc, payment)
+    if problem:
+        return crediting.record_undeliverable(svc, payment, problem)
     reason = why_not_credited(session, svc.settings)
     if reason:
         return crediting.record_not_credited(svc, payment, reason)
+    # The deadline starts when the plan is first stored (docs/protocol.md), now.
     return crediting.credit(svc, payment)
 
 
+def check_livemode(event: dict, settings: Settings) -> Outcome | None:
+    """A live API never credits a test event (a test endpoint's secret configured by mistake);
+    a live event on a test API is refused loudly (400: Stripe retries and shows the failure)
+    rather than real money dropped quietly."""
+    live = event.get("livemode") is True
+    if live and not settings.stripe_livemode:
+        raise BadEvent("a livemode event reached an API in test mode (see STRIPE_LIVEMODE)")
+    if not live and settings.stripe_livemode:
+        return Outcome(200, "ignored", extra={"reason": "a test event on a live API"})
+    return None
+
+
 def handle_event(event: dict, svc: Services) -> Outcome:
+    wrong_mode = check_livemode(event, svc.settings)
+    if wrong_mode is not None:
+        return wrong_mode
     event_type = event["type"]
     obj = event["data"]["object"]
     if event_type.startswith("checkout.session."):
@@ -170,15 +193,23 @@ def handle_event(event: dict, svc: Services) -> Outcome:
             "checkout.session.async_payment_failed",
         ):
             return handle_session(event_type, obj, svc)
-    elif event_type == "charge.refunded":
-        return crediting.record_against_payment_intent(
-            svc, obj.get("payment_intent") or "", State.REFUNDED
-        )
-    elif event_type == "charge.dispute.created":
-        return crediting.record_against_payment_intent(
-            svc, obj.get("payment_intent") or "", State.DISPUTED
-        )
+    elif event_type in ("charge.refunded", "charge.dispute.created"):
+        payment_intent = obj.get("payment_intent")
+        if not isinstance(payment_intent, str) or not payment_intent:
+            return Outcome(200, "ignored", extra={"reason": "no payment intent"})
+        if event_type == "charge.dispute.created":
+            return crediting.record_dispute(svc, payment_intent)
+        return crediting.record_refund(svc, payment_intent, amount_refunded_of(obj))
     return Outcome(200, "ignored", extra={"reason": f"{event_type} is not used"})
+
+
+def amount_refunded_of(charge: dict) -> int:
+    """Stripe's cumulative `amount_refunded`; a charge without it counts as refunded whole."""
+    refunded = charge.get("amount_refunded")
+    if isinstance(refunded, int) and refunded >= 0:
+        return refunded
+    amount = charge.get("amount")
+    return amount if isinstance(amount, int) else 0
 
 
 @bp.post("/webhook")

@@ -13,6 +13,8 @@
 - cold import of the Lambda entry (`api.lambda_handler`) and wall time of `arcade --help`.
 - firmware heap on the real 32-bit MicroPython (bench/firmware_heap.py, 2,000 messages here; run
   it alone for the 10,000-message table), when the binary is there (ARCADE_MICROPYTHON).
+- the console's fleet and money pages: server time with 1,000 cabinets and 200,000 payments
+  (SQLite), DynamoDB requests per page view (bench/console.py).
 
     .venv/bin/python bench/run_all.py [--payments 1000] [--webhooks 2000]
 """
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.store_sqlite import SQLiteStore  # noqa: E402
+from bench.console import console_rows  # noqa: E402
 from bench.webhook import (  # noqa: E402
     cold_import_ms,
     gunicorn,
@@ -267,6 +270,7 @@ def main() -> None:
          "whole command, wall time, best of 5"),
         ("firmware heap (MicroPython 1.27, 32-bit)", firmware_heap(),
          "bench/firmware_heap.py, firmware alone, .mpy as flashed (target ≤ 32 KB)"),
+        *console_rows(),  # bench/console.py: the console's pages with a big ledger
     ]
     print(f"\nArcade STEM benchmarks — {os.cpu_count()} CPUs, loopback Mosquitto")
     print(table(rows))

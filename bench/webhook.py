@@ -113,9 +113,9 @@ def gunicorn(env: dict[str, str], workdir: Path, workers: int, threads: int = 8)
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(f"{url}/status", timeout=1)
+                requests.get(f"{url}/status", timeout=5)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting (busy machine)
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)  # waiting for gunicorn to listen, bounded by the deadline

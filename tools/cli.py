@@ -22,6 +22,7 @@ COMMANDS = {
     "ledger": "tools.ledger:ledger",
     "run": "tools.run:run",
     "simulate": "tools.simulate:simulate",
+    "operator": "tools.operator:operator",
 }
 
 

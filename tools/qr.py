@@ -5,18 +5,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 from urllib.parse import urlsplit
-from xml.sax.saxutils import escape
 
 import click
 from click.core import ParameterSource
 
+from api.qrcode import BORDER, LABEL_RATIO, SCALE, make_code, svg_with_label
 from tools.errors import UserError
 from tools.http import ApiRefused, endpoint, operator_auth, post_json
 from tools.settings import require_machine_id
-
-SCALE = 12  # pixels (PNG) or user units (SVG) per module: ~40 mm wide at 300 dpi for a link
-BORDER = 4  # the quiet zone the QR standard asks for, in modules
-LABEL_RATIO = 0.12  # height of the text band, as a share of the code's width
 
 
 def payment_url_from_api(api_base: str, machine_id: str) -> str:
@@ -28,13 +24,6 @@ def payment_url_from_api(api_base: str, machine_id: str) -> str:
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         raise ApiRefused(f"the API's answer has no payment link: {answer.text.strip()[:200]}")
     return url
-
-
-def make_code(url: str):
-    import segno
-
-    # Level M survives a scuffed sticker; a payment link still fits in a small version.
-    return segno.make(url, error="m", micro=False)
 
 
 def png_with_label(url: str, label: str) -> bytes:
@@ -53,27 +42,6 @@ def png_with_label(url: str, label: str) -> bytes:
     out = io.BytesIO()
     sheet.save(out, format="PNG")
     return out.getvalue()
-
-
-def svg_with_label(url: str, label: str) -> str:
-    qr_code = make_code(url)
-    buffer = io.BytesIO()
-    qr_code.save(buffer, kind="svg", scale=SCALE, border=BORDER, xmldecl=False, light="#fff",
-                 dark="#000", nl=False)
-    code = buffer.getvalue().decode()
-    width = qr_code.symbol_size(scale=SCALE, border=BORDER)[0]
-    band = int(width * LABEL_RATIO)
-    font_size = int(band * 0.6)
-    # segno cannot write text: its SVG is nested in ours, with a <text> under it.
-    return (
-        f'<?xml version="1.0" encoding="utf-8"?>\n'
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{width + band}" '
-        f'viewBox="0 0 {width} {width + band}">'
-        f'<rect width="{width}" height="{width + band}" fill="#fff"/>{code}'
-        f'<text x="{width / 2:g}" y="{width + band * 0.3 + font_size * 0.8:g}" '
-        f'font-family="DejaVu Sans, Arial, sans-serif" font-size="{font_size}" '
-        f'text-anchor="middle" fill="#000">{escape(label)}</text></svg>\n'
-    )
 
 
 def write_qr(url: str, label: str, out: Path) -> None:

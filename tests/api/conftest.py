@@ -3,10 +3,12 @@ and webhooks signed exactly as Stripe signs them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -40,11 +42,16 @@ STRIPE_ERRORS = {
 
 
 class StripeStub(ThreadingHTTPServer):
-    """Answers the two Stripe calls the API makes, in Stripe's shapes, and records each request."""
+    """Answers the Stripe calls the API makes (prices, payment links, refunds), in Stripe's
+    shapes, and records each request. Like Stripe, a repeated Idempotency-Key gets the first
+    answer again instead of a second object."""
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _StripeHandler)
         self.requests: list[dict] = []
+        self.refunds_by_key: dict[str, dict] = {}
+        self.refund_error: str | None = None  # set: refunds answer 400 with this message
+        self.lock = threading.Lock()
         self.prices = {
             "price_single": {"unit_amount": 100, "metadata": {}},
             "price_bundle": {"unit_amount": 400, "metadata": {"credits": "5"}},
@@ -149,6 +156,8 @@ class _StripeHandler(BaseHTTPRequestHandler):
         entry = self._record()
         if self._planned_error():
             return
+        if entry["path"] == "/v1/refunds":
+            return self._refund(entry)
         if entry["path"] != "/v1/payment_links":
             return self._answer(404, {"error": {"type": "invalid_request_error", "message": "?"}})
         price_id = entry["form"].get("line_items[0][price]")
@@ -171,15 +180,69 @@ class _StripeHandler(BaseHTTPRequestHandler):
             }
         self._answer(200, self.server.links_by_key[key])
 
+    def _refund(self, entry: dict) -> None:
+        """POST /v1/refunds as Stripe answers it (shape of its OpenAPI fixture for a refund)."""
+        if self.server.refund_error:
+            return self._answer(
+                400,
+                {"error": {"type": "invalid_request_error", "message": self.server.refund_error}},
+            )
+        key = entry["headers"].get("Idempotency-Key") or uuid.uuid4().hex
+        form = entry["form"]
+        with self.server.lock:
+            self._new_refund(key, form)
+        self._answer(200, self.server.refunds_by_key[key])
 
-@pytest.fixture
-def stripe_api():
+    def _new_refund(self, key: str, form: dict) -> None:
+        if key not in self.server.refunds_by_key:
+            self.server.refunds_by_key[key] = {
+                "id": f"re_{uuid.uuid4().hex[:24]}",
+                "object": "refund",
+                "amount": int(form["amount"]),
+                "balance_transaction": None,
+                "charge": f"ch_{uuid.uuid4().hex[:24]}",
+                "created": int(time.time()),
+                "currency": "usd",
+                "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+                "payment_intent": form.get("payment_intent"),
+                "reason": form.get("reason"),
+                "receipt_number": None,
+                "source_transfer_reversal": None,
+                "status": "succeeded",
+                "transfer_reversal": None,
+            }
+
+
+@contextlib.contextmanager
+def running_stripe_stub() -> Iterator[StripeStub]:
+    """The stand-in serving on a thread for the duration (fixtures here, in e2e and in tools)."""
     server = StripeStub()
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def stripe_api():
+    with running_stripe_stub() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store_url(request, tmp_path) -> str:
+    """A fresh ledger on either store, as STORE_URL (DynamoDB: moto server, real HTTP)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    request.getfixturevalue("aws_env")
+    from api.store_dynamodb import create_table
+
+    table = f"arcade-{uuid.uuid4().hex[:10]}"
+    create_table(table)
+    return f"dynamodb://{table}"
 
 
 def api_config(broker, tmp_path, **overrides) -> dict[str, str]:

@@ -39,6 +39,7 @@ def test_unknown_routes_and_methods_are_json(client, method, path, status):
 
 
 def test_one_json_log_line_per_request_without_payload_or_secrets(client, capfd, subscribe):
+    subscribe("arcade/machine/+/coinpulse")  # the cabinet, listening
     session = checkout_session(credits=1)
     deliver(client, stripe_event("checkout.session.completed", session, event_id="evt_logged"))
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
@@ -63,6 +64,19 @@ def test_one_json_log_line_per_request_without_payload_or_secrets(client, capfd,
             {"STRIPE_WEBHOOK_SECRET": "w", "MQTT_BROKER": "h", "MQTT_CA_CERT": "/no/ca.crt"},
             "MQTT_CA_CERT",
         ),
+        # Why 7: a prefix with a wildcard made every publish raise after the claim.
+        ({"STRIPE_WEBHOOK_SECRET": "w", "MQTT_BROKER": "h", "MQTT_TOPIC_PREFIX": "arcade/+"},
+         "MQTT_TOPIC_PREFIX"),
+        # Why 7: a lease shorter than a publish can take passes the payment to a retry while
+        # the first worker still publishes.
+        ({"STRIPE_WEBHOOK_SECRET": "w", "MQTT_BROKER": "h", "CLAIM_LEASE_SECONDS": "5"},
+         "CLAIM_LEASE_SECONDS"),
+        ({"STRIPE_WEBHOOK_SECRET": "w", "MQTT_BROKER": "h", "CLAIM_LEASE_SECONDS": "20",
+          "MQTT_PUBLISH_TIMEOUT_MS": "10000"}, "CLAIM_LEASE_SECONDS"),
+        ({"STRIPE_WEBHOOK_SECRET": "w", "MQTT_BROKER": "h", "REFUND_UNDELIVERED_AFTER_S": "-1"},
+         "REFUND_UNDELIVERED_AFTER_S"),
+        ({"STRIPE_WEBHOOK_SECRET": "w", "MQTT_BROKER": "h", "STRIPE_API_KEY": "sk_test_1",
+          "STRIPE_LIVEMODE": "true"}, "STRIPE_LIVEMODE"),
     ],
 )
 def test_bad_settings_name_the_variable(env, variable):

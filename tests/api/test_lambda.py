@@ -202,3 +202,36 @@ def test_v2_sources_are_the_two_that_lowercase_headers():
     for kind in V2_KINDS:
         event = make_event(kind, "POST", "/webhook", b"{}", {"Stripe-Signature": "t=1,v1=x"})
         assert "stripe-signature" in event["headers"]
+
+
+# The event an EventBridge schedule (template.yaml, `Sweep`) sends.
+SCHEDULED_EVENT = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2026-12-01T20:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:events:us-east-1:123456789012:rule/arcade-api-Sweep"],
+    "detail": {},
+}
+
+
+def test_the_schedule_runs_the_sweep_in_the_same_function(
+    lambda_handler, monkeypatch, stripe_api
+):
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_lambda")
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    monkeypatch.setenv("MACHINE_IDS", "machine_456")  # machine_123 was removed: never credited
+    session_id = f"cs_test_{uuid.uuid4().hex}"
+    response = invoke(lambda_handler, webhook_event("http_v2", session_id))
+    assert response_json(response)["result"] == "undeliverable"
+    report = invoke(lambda_handler, SCHEDULED_EVENT)
+    assert (report["looked_at"], report["refunded"], report["failed"]) == (1, 1, 0)
+    [call] = stripe_api.calls("POST", "/v1/refunds")
+    assert call["headers"]["Idempotency-Key"] == f"arcade-refund-{session_id}"
+    # A second, overlapping or later run: nothing left to refund.
+    assert invoke(lambda_handler, SCHEDULED_EVENT)["refunded"] == 0
+    status = invoke(lambda_handler, make_event("http_v2", "GET", "/status"))
+    assert response_json(status)["delivery"] == {"listener": "none", "sweep": "ok"}

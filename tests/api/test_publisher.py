@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import threading
+import time
 
 import pytest
 
@@ -82,3 +85,65 @@ def test_a_frozen_connection_is_replaced(own_broker, subscribe):
     publisher.publish([("arcade/machine/machine_123/coinpulse", b'{"n":3}')])
     assert listener.next().payload == b'{"n":3}'
     publisher.close()
+
+
+def test_a_failed_publish_never_drops_the_fresh_connection_another_thread_uses(broker, subscribe):
+    """Why 7: after a publish on a connection that died, the failure path discarded whatever
+    connection was current — possibly a fresh one another worker thread had just made and was
+    publishing on. Now it closes only its own."""
+    from tests.netfault import PUBACK, MqttProxy
+
+    proxy = MqttProxy(broker.host, broker.port)
+    publisher = publisher_for(broker, MQTT_BROKER=proxy.host, MQTT_PORT=str(proxy.port))
+    listener = subscribe("arcade/machine/machine_123/coinpulse")
+    try:
+        publisher.publish([("arcade/machine/machine_123/coinpulse", b'{"n":0}')])
+        listener.next()
+        # From now on the first connection's PUBACKs are lost: thread A waits in vain.
+        proxy.drop = lambda packet: packet.kind == PUBACK and packet.connection == 1
+        failures = []
+
+        def publish_on_the_old_connection():
+            try:
+                publisher.publish([("arcade/machine/machine_123/coinpulse", b'{"n":1}')])
+            except PublishError as error:
+                failures.append(error)
+
+        thread_a = threading.Thread(target=publish_on_the_old_connection)
+        thread_a.start()
+        assert listener.next().payload == b'{"n":1}'  # the broker has it; A has no PUBACK
+        proxy.cut()  # the first connection dies: thread B makes a fresh one
+        wait_until_disconnected(publisher)
+        publisher.publish([("arcade/machine/machine_123/coinpulse", b'{"n":2}')])
+        thread_a.join(timeout=10)
+        assert failures, "thread A should have had no PUBACK"
+        assert publisher.connected  # A's failure closed A's connection, not B's
+        publisher.publish([("arcade/machine/machine_123/coinpulse", b'{"n":3}')])
+    finally:
+        publisher.close()
+        proxy.close()
+
+
+def wait_until_disconnected(publisher: Publisher, timeout: float = 5.0) -> None:
+    """paho notices a cut connection on its network thread; poll its flag until it does."""
+    deadline = time.monotonic() + timeout
+    while publisher.connected:
+        assert time.monotonic() < deadline, "paho never noticed the cut connection"
+        time.sleep(0.01)
+
+
+def test_an_unexpected_error_after_the_claim_releases_it(make_app, tls_broker, tmp_path, subscribe):
+    """Why 7: an exception after the claim kept it until the lease ran out (every Stripe retry
+    meanwhile answered 409). Here the broker's CA file vanishes under a running API (e.g. /tmp
+    cleaned on a long-lived container)."""
+    subscribe("arcade/machine/+/coinpulse", on=tls_broker)  # the cabinet, listening
+    ca = tmp_path / "ca-copy.pem"
+    shutil.copy(tls_broker.tls.cafile, ca)
+    app = make_app(MQTT_PORT=str(tls_broker.port), MQTT_TLS="true", MQTT_CA_CERT=str(ca))
+    ca.unlink()
+    event = stripe_event("checkout.session.completed", checkout_session())
+    first = deliver(app.test_client(), event)
+    assert first.status_code == 503, first.json
+    shutil.copy(tls_broker.tls.cafile, ca)  # the operator puts it back
+    retry = deliver(app.test_client(), event)
+    assert (retry.status_code, retry.json["result"]) == (200, "published")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from api.machines import is_valid_machine_id
-from api.store import Claim, Payment, State
+from api.store import Claim, Payment, State, planned
 from tests.api.conftest import checkout_session, deliver, stripe_event
 
 COINPULSE = "arcade/machine/+/coinpulse"
@@ -29,7 +29,9 @@ def test_invalid_metadata_machine_is_refused_not_replaced_by_the_client_referenc
     coinpulses = subscribe(COINPULSE)
     session = checkout_session(machine_id="a/b", client_reference_id="machine_456")
     response = deliver(client, stripe_event("checkout.session.completed", session))
-    assert response.status_code == 400
+    # Never published, never sent to the client_reference's cabinet; kept to be refunded.
+    assert (response.status_code, response.json["result"]) == (200, "undeliverable")
+    assert response.json["reason"] == "invalid_machine_id"
     assert coinpulses.nothing_more() == []
 
 
@@ -44,20 +46,25 @@ def test_machine_id_with_a_newline_is_refused_on_every_route(client, subscribe, 
     coinpulses = subscribe(COINPULSE)
     session = checkout_session(machine_id=machine_id)
     response = deliver(client, stripe_event("checkout.session.completed", session))
-    assert response.status_code == 400 and "machine_id" in response.json["error"]
+    # Paid for a cabinet that cannot exist: never published, kept to be refunded.
+    assert (response.status_code, response.json["reason"]) == (200, "invalid_machine_id")
     link = client.post("/create-payment-link", json={"machine_id": machine_id})
     assert link.status_code == 400 and "machine_id" in link.json["error"]
     assert coinpulses.nothing_more() == []
 
 
-@pytest.mark.parametrize("state", [State.REFUNDED, State.DISPUTED, State.FAILED])
+@pytest.mark.parametrize("state", [State.REFUNDED, State.DISPUTED])
 def test_release_never_touches_a_row_that_is_no_longer_claimed(store, state):
-    """A worker whose publish failed releases its claim; if a refund (or dispute, or failure)
-    was recorded meanwhile, the release must not put the session back to creditable."""
+    """A worker whose publish failed releases its claim; if a refund (or dispute) was recorded
+    meanwhile, the release must not put the session back to creditable. (An async payment can
+    fail only before it is paid, so never under a claim.)"""
     now = time.time()
-    payment = Payment("cs_test_release", "machine_123", 1)
+    payment = planned(Payment("cs_test_release", "machine_123", 1, 100, "usd"), now=now)
     assert store.claim(payment, "worker-a", now, 60) == Claim.CLAIMED
-    assert store.mark("cs_test_release", state, now + 1)
+    if state == State.REFUNDED:
+        store.stripe_refunded("cs_test_release", 100, now + 1)
+    else:
+        store.stripe_disputed("cs_test_release", now + 1)
     store.release("cs_test_release", "worker-a", now + 2)
     assert store.get("cs_test_release").state == state
     # And the retry Stripe sends afterwards is refused, not credited.

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api.store import Payment, State
+from api.store import Payment, State, planned
 from tests.api.conftest import (
     OLD_WEBHOOK_SECRET,
     WEBHOOK_SECRET,
@@ -133,7 +133,7 @@ def test_refund_and_dispute_are_recorded_without_pulse(
     session = checkout_session(payment_intent="pi_refund_me")
     deliver(client, stripe_event("checkout.session.completed", session))
     coinpulses.next()
-    charge = {"id": "ch_1", "object": "charge", "payment_intent": "pi_refund_me", "amount": 100}
+    charge = charge_refunded("pi_refund_me", 100)["data"]["object"]
     if event_type == "charge.dispute.created":
         charge = {
             "id": "dp_1",
@@ -188,18 +188,40 @@ def test_checkout_without_machine_is_not_ours(client, coinpulses, broker):
 
 
 @pytest.mark.parametrize("machine_id", ["a/b", "+", "#", "x" * 65, "ca bin", "é"])
-def test_machine_id_that_could_inject_topics_is_rejected(client, coinpulses, broker, machine_id):
+def test_machine_id_that_could_inject_topics_is_never_published(
+    client, app, coinpulses, broker, machine_id
+):
+    """Someone paid through a link with a forged client_reference_id: nothing is published, and
+    the money is not kept silently: the payment is recorded undeliverable, to be refunded."""
     session = checkout_session(machine_id=machine_id)
     response = deliver(client, stripe_event("checkout.session.completed", session))
-    assert response.status_code == 400 and "machine_id" in response.json["error"]
+    assert response.status_code == 200, response.json
+    assert (response.json["result"], response.json["reason"]) == (
+        "undeliverable",
+        "invalid_machine_id",
+    )
     assert coinpulses.nothing_more() == []
+    stored = app.extensions["arcade"].store.get(session["id"])
+    assert stored.state == State.UNDELIVERABLE and stored.parts[0].refund_at is not None
 
 
-def test_machine_allow_list(make_app, coinpulses, broker):
-    client = make_app(MACHINE_IDS="machine_456").test_client()
+def test_a_paid_session_for_a_cabinet_not_in_machine_ids_is_kept_for_a_refund(
+    make_app, coinpulses, broker, tmp_path
+):
+    """Why 5: a cabinet removed from MACHINE_IDS answered 400 and wrote nothing: paid, invisible."""
+    app = make_app(MACHINE_IDS="machine_456")
     session = checkout_session(machine_id="machine_123")
-    response = deliver(client, stripe_event("checkout.session.completed", session))
-    assert response.status_code == 400 and "unknown machine_id" in response.json["error"]
+    response = deliver(app.test_client(), stripe_event("checkout.session.completed", session))
+    assert response.status_code == 200, response.json
+    assert (response.json["result"], response.json["reason"]) == (
+        "undeliverable",
+        "unknown_machine",
+    )
+    assert coinpulses.nothing_more() == []
+    assert session["id"] in undelivered_listing(tmp_path)
+    # Stripe's retry of the same event changes nothing.
+    again = deliver(app.test_client(), stripe_event("checkout.session.completed", session))
+    assert again.json["result"] == "undeliverable"
     assert coinpulses.nothing_more() == []
 
 
@@ -258,7 +280,7 @@ def test_delivery_finding_a_claim_in_progress_gets_409_not_200(client, app, coin
     session = checkout_session()
     store = app.extensions["arcade"].store
     payment = Payment(session["id"], "machine_123", 1)
-    store.claim(payment, "another-worker", time.time(), 60)
+    store.claim(planned(payment, now=time.time()), "another-worker", time.time(), 60)
     response = deliver(client, stripe_event("checkout.session.completed", session))
     assert response.status_code == 409 and response.json["error"]
     assert coinpulses.nothing_more() == []
@@ -267,7 +289,8 @@ def test_delivery_finding_a_claim_in_progress_gets_409_not_200(client, app, coin
 def test_claim_of_a_crashed_worker_expires_and_the_retry_credits(client, app, coinpulses, broker):
     session = checkout_session()
     store = app.extensions["arcade"].store
-    store.claim(Payment(session["id"], "machine_123", 1), "crashed", time.time() - 120, 60)
+    payment = planned(Payment(session["id"], "machine_123", 1), now=time.time() - 120)
+    store.claim(payment, "crashed", time.time() - 120, 60)
     response = deliver(client, stripe_event("checkout.session.completed", session))
     assert response.json["result"] == "published"
     assert len(coinpulses.nothing_more()) == 1
@@ -285,7 +308,7 @@ def test_broker_down_answers_503_and_the_retry_publishes_once(make_app, own_brok
     second = stripe_event("checkout.session.completed", checkout_session())
     response = deliver(client, second)
     assert response.status_code == 503 and "credit not delivered" in response.json["error"]
-    assert app.extensions["arcade"].store.get(second["data"]["object"]["id"]).state == State.PENDING
+    assert app.extensions["arcade"].store.get(second["data"]["object"]["id"]).state == State.PAID
     own_broker.start()
     listener = subscribe(COINPULSE, on=own_broker)
     retry = deliver(client, second)
@@ -335,8 +358,115 @@ def test_free_checkout_with_credits_is_credited_when_allowed(make_app, coinpulse
     assert coinpulses.next().json()["credits"] == 1
 
 
-def test_purchase_worth_no_credit_publishes_nothing(client, coinpulses):
+def test_purchase_worth_no_credit_publishes_nothing_and_is_kept_for_a_refund(
+    client, app, coinpulses
+):
     session = checkout_session(credits=None, amount=50)
     response = deliver(client, stripe_event("checkout.session.completed", session))
     assert response.status_code == 200 and response.json["result"] == "not_credited"
+    assert coinpulses.nothing_more() == []
+    stored = app.extensions["arcade"].store.get(session["id"])
+    assert stored.state == State.NOT_CREDITED  # and refunded by the next sweep (test_refunds.py)
+
+
+# --- Why 3: refunds and disputes, whatever their order --------------------------------------------
+def charge_refunded(payment_intent: str, amount_refunded: int, amount: int = 100) -> dict:
+    charge = {
+        "id": f"ch_{payment_intent[3:]}",
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount,
+        "amount_refunded": amount_refunded,
+        "refunded": amount_refunded >= amount,
+        "currency": "usd",
+        "livemode": False,
+        "payment_intent": payment_intent,
+    }
+    return stripe_event("charge.refunded", charge)
+
+
+def dispute_created(payment_intent: str) -> dict:
+    dispute = {"id": "dp_1", "object": "dispute", "charge": "ch_1", "amount": 100,
+               "payment_intent": payment_intent, "livemode": False}
+    return stripe_event("charge.dispute.created", dispute)
+
+
+@pytest.mark.parametrize(
+    ("first", "state"),
+    [
+        (lambda pi: charge_refunded(pi, 100), State.REFUNDED),
+        (lambda pi: dispute_created(pi), State.DISPUTED),
+    ],
+    ids=["refund", "dispute"],
+)
+def test_a_refund_or_dispute_that_arrives_before_completed_wins(
+    client, app, coinpulses, broker, first, state
+):
+    session = checkout_session(payment_intent="pi_early_1")
+    early = deliver(client, first("pi_early_1"))
+    assert early.status_code == 200 and early.json["result"] == "kept", early.json
+    response = deliver(client, stripe_event("checkout.session.completed", session))
+    assert (response.status_code, response.json["result"]) == (200, "refused"), response.json
+    assert coinpulses.nothing_more() == []
+    assert app.extensions["arcade"].store.get(session["id"]).state == state
+
+
+def test_a_partial_refund_is_not_a_whole_refund(client, app, coinpulses, broker):
+    session = checkout_session(credits=2, amount=200, payment_intent="pi_partial_1")
+    deliver(client, stripe_event("checkout.session.completed", session))
+    coinpulses.next()
+    store = app.extensions["arcade"].store
+    partial = deliver(client, charge_refunded("pi_partial_1", 50, amount=200))
+    assert partial.json["result"] == "partially_refunded"
+    stored = store.get(session["id"])
+    assert (stored.state, stored.amount_refunded) == (State.PUBLISHED, 50)
+    deliver(client, charge_refunded("pi_partial_1", 200, amount=200))
+    stored = store.get(session["id"])
+    assert (stored.state, stored.amount_refunded) == (State.REFUNDED, 200)
+
+
+# --- Why 5: paid but invisible --------------------------------------------------------------------
+def undelivered_listing(tmp_path) -> str:
+    from click.testing import CliRunner
+
+    from tools.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["ledger", "--undelivered"], env={"STORE_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_paid_session_the_broker_never_took_stays_listed_as_paid(make_app, own_broker, tmp_path):
+    app = make_app(MQTT_PORT=str(own_broker.port))
+    own_broker.stop()
+    session = checkout_session()
+    response = deliver(app.test_client(), stripe_event("checkout.session.completed", session))
+    assert response.status_code == 503
+    stored = app.extensions["arcade"].store.get(session["id"])
+    assert stored.state == State.PAID  # not "pending", the state of an unpaid checkout
+    listing = undelivered_listing(tmp_path)
+    row = next(line for line in listing.splitlines() if session["id"] in line)
+    assert " paid " in row
+
+
+# --- Why 7: livemode ------------------------------------------------------------------------------
+def test_a_live_api_never_credits_a_test_event(make_app, coinpulses, broker):
+    app = make_app(STRIPE_API_KEY="sk_live_123")
+    session = checkout_session()  # livemode: false, as a test endpoint sends it
+    response = deliver(app.test_client(), stripe_event("checkout.session.completed", session))
+    assert (response.status_code, response.json["result"]) == (200, "ignored")
+    assert "test" in response.json["reason"]
+    assert coinpulses.nothing_more() == []
+    assert app.extensions["arcade"].store.get(session["id"]) is None
+
+
+def test_a_test_api_refuses_a_live_event(make_app, coinpulses, broker):
+    app = make_app(STRIPE_API_KEY="sk_test_123")
+    event = stripe_event("checkout.session.completed", dict(checkout_session(), livemode=True))
+    event["livemode"] = True
+    response = deliver(app.test_client(), event)
+    # Real money must not be dropped quietly: 400 makes Stripe retry and show the failure.
+    assert response.status_code == 400 and "livemode" in response.json["error"]
     assert coinpulses.nothing_more() == []

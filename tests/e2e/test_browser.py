@@ -1,5 +1,7 @@
-"""The test-checkout page in a real headless browser (Debian's chromium driven by playwright-core,
-no browser download): a player opens the cabinet's link, presses "Pay (test)", the cabinet pulses.
+"""The test-checkout page and the receipt in a real headless browser (Debian's chromium driven by
+playwright-core, no browser download): a player opens the cabinet's link, presses "Pay (test)",
+lands on the receipt, and watches it end in "credits on the cabinet" — or, for a cabinet that is
+offline, in "refunded".
 
 Own marker `browser`: `make test-browser` runs it (installing chromium with apt-get if missing),
 and `.ci/run` calls that target after `make test`.
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from api.store import State
 from tests.conftest import REPO
 from tests.e2e.conftest import assert_credited
 from tests.firmware.conftest import missing, require_node
@@ -37,16 +40,10 @@ def require_browser() -> str:
     return node
 
 
-def test_pay_button_in_a_real_browser_pulses_the_cabinet(make_site, tmp_path):
-    node = require_browser()
-    site = make_site(TEST_CHECKOUT="true", MACHINE_IDS="cab-a,cab-b")
-    site.start_cabinets(["cab-a", "cab-b"])
-    site.start_listener()
-    api = site.start_api()
-    link = requests.post(f"{api.url}/create-payment-link", json={"machine_id": "cab-a"},
+def pay_in_the_browser(node: str, api, machine_id: str, tmp_path: Path) -> dict:
+    link = requests.post(f"{api.url}/create-payment-link", json={"machine_id": machine_id},
                          timeout=10).json()
-    assert link == {"url": f"{api.url}/test-checkout/cab-a", "test": True}
-
+    assert link == {"url": f"{api.url}/test-checkout/{machine_id}", "test": True}
     browser = subprocess.run(
         [node, str(HERE / "browser_pay.mjs"), link["url"], str(tmp_path),
          str(tmp_path / "chromium-profile")],
@@ -54,18 +51,48 @@ def test_pay_button_in_a_real_browser_pulses_the_cabinet(make_site, tmp_path):
     )
     assert browser.returncode == 0, browser.stdout + browser.stderr
     seen = json.loads(browser.stdout.strip().splitlines()[-1])
-    assert seen["status"] == 200 and seen["title"] == "TEST checkout — cab-a"
+    assert seen["status"] == 200 and seen["title"] == f"TEST checkout — {machine_id}"
     assert seen["banner"] == "TEST MODE — NO REAL PAYMENT"
-    assert (seen["machine"], seen["button"]) == ("cab-a", "Pay (test)")
-    assert seen["paidStatus"] == 303  # POST-redirect-GET
-    assert seen["result"] == "Paid (test): 1 credit(s) sent to cab-a."
-    # A reload shows the receipt again and says nothing was sent again (issue 12).
-    assert seen["reloaded"].startswith("Already paid (test) at ")
-    assert seen["reloaded"].endswith("1 credit(s) went to cab-a; nothing was sent again.")
+    assert (seen["machine"], seen["button"]) == (machine_id, "Pay (test)")
+    assert seen["receiptPath"].startswith("/receipt/cs_test_local_")
+    assert seen["errors"] == []  # on the receipt: no script error, nothing its CSP blocked
+    assert seen["width"] <= 390  # one column: nothing wider than the phone
+    assert (tmp_path / "receipt-final.png").stat().st_size > 10_000
+    return seen
+
+
+def test_pay_in_a_real_browser_and_watch_the_credit_arrive(make_site, tmp_path):
+    node = require_browser()
+    site = make_site(TEST_CHECKOUT="true", MACHINE_IDS="cab-a,cab-b")
+    site.start_cabinets(["cab-a", "cab-b"])
+    site.start_listener()
+    api = site.start_api()
+    seen = pay_in_the_browser(node, api, "cab-a", tmp_path)
+    assert seen["headline"] == "✓ 1 credit on cab-a"
+    assert seen["steps"] == ["Paid", "On its way", "On the cabinet"]
+    assert "cab-a" in seen["facts"] and "1.00 USD" in seen["facts"]
 
     # The page made its own session id; the ledger names it.
     [payment] = site.store().payments("cab-a")
-    assert payment.session_id.startswith("cs_test_local_")
+    assert seen["receiptPath"] == f"/receipt/{payment.session_id}"
     site.paid["cab-a"] = {payment.session_id: 1}
     assert_credited(site)  # cab-b: no pulse
-    assert (tmp_path / "checkout-paid.png").stat().st_size > 10_000
+
+
+def test_a_cabinet_that_is_offline_ends_refunded_on_the_page(make_site, tmp_path):
+    """Test checkout runs without a Stripe account: the refund is recorded, not sent (refunds to
+    the recording Stripe server: tests/e2e/test_refunds.py)."""
+    node = require_browser()
+    site = make_site(TEST_CHECKOUT="true", MACHINE_IDS="cab-a", REFUND_UNDELIVERED_AFTER_S="4",
+                     REFUND_GRACE_S="1", SWEEP_INTERVAL_S="1")
+    cabinet = site.start_cabinets(["cab-a"])[0]
+    site.start_listener()
+    api = site.start_api()
+    assert cabinet.stop() == 0  # the cabinet is off; its session queues the credit
+    seen = pay_in_the_browser(node, api, "cab-a", tmp_path)
+    assert seen["firstHeadline"] == "Paid — sending 1 credit to cab-a…"
+    assert seen["headline"] == "Refunded: 1.00 USD"
+    assert "5–10 days" in seen["detail"]
+    [payment] = site.store().payments("cab-a")
+    assert payment.state == State.REFUNDED
+    assert payment.parts[0].refund_id.startswith("re_test_local_")

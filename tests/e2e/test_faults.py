@@ -15,7 +15,7 @@ import requests
 
 from api.store import State
 from tests.conftest import TESTER_PASSWORD, TESTER_USER, Subscriber
-from tests.e2e.conftest import assert_credited, ledger_command, webhook
+from tests.e2e.conftest import assert_credited, ledger_command, wait_until, webhook
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_broker_down_answers_503_and_the_retry_delivers_once(make_site):
     answer = api.post(*delivery)
     assert answer.status_code == 503, answer.text
     assert answer.json()["result"] == "broker_unavailable"
-    assert site.store().get(session["id"]).state == State.PENDING  # the claim was released
+    assert site.store().get(session["id"]).state == State.PAID  # released; paid, not published
     site.broker.start()
     retry = api.post(*delivery)  # Stripe's retry
     assert (retry.status_code, retry.json()["result"]) == (200, "published"), retry.text
@@ -77,26 +77,23 @@ def unread_by_broker(broker_port: int, client_pids: list[int]) -> int:
                if local == broker_port and remote in client_ports)
 
 
-def wait_until(condition, timeout: float, what: str):
-    """Poll a condition only the OS can tell us (a ledger row, a socket queue) until a deadline."""
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return found
-
-
-LEASE_SECONDS = 3
+# The shortest lease the settings allow with a 2 s PUBACK wait (twice the wait plus 5 s).
+LEASE_SECONDS = 9
 
 
 def test_api_killed_between_claim_and_publish_retry_after_lease_delivers_once(make_site):
     # A PUBACK that never comes holds the API right after its publish: the broker is SIGSTOPped.
-    site = make_site(CLAIM_LEASE_SECONDS=str(LEASE_SECONDS), MQTT_PUBLISH_TIMEOUT_MS="60000")
+    # The listener's sweep must not publish the part itself meanwhile: it runs once, at start.
+    site = make_site(CLAIM_LEASE_SECONDS=str(LEASE_SECONDS), MQTT_PUBLISH_TIMEOUT_MS="2000",
+                     SWEEP_INTERVAL_S="600")
     cabinet = site.start_cabinets(["cab-a"])[0]
     site.start_listener()
     first = site.start_api()
     site.pay("cab-a", api=first)  # `first` now has a live broker connection
+    site.cabinets["cab-a"].wait_count("ack", 1)
+    # The cabinet is offline (its session queues coinpulses): no ack can settle the payment
+    # before the retry, so only the lease stands between the retry and a second publish.
+    assert cabinet.stop() == 0
     coins = Subscriber(site.broker, "arcade/machine/cab-a/coinpulse", TESTER_USER,
                        TESTER_PASSWORD)
     session = site.session("cab-a", credits=2)
@@ -118,8 +115,6 @@ def test_api_killed_between_claim_and_publish_retry_after_lease_delivers_once(ma
     stripe.join(timeout=30)
     assert isinstance(answers[0], requests.ConnectionError)  # Stripe saw no answer: it retries
     assert coins.next(timeout=15).json()["id"] == session["id"]  # the first publish got through
-    cabinet.wait_for(lambda ev: session["id"] in {e.get("id") for e in ev if e["event"] == "ack"},
-                     what="the ack of the first publish")
 
     restarted = site.start_api()
     retry = restarted.post(*delivery)
@@ -132,10 +127,11 @@ def test_api_killed_between_claim_and_publish_retry_after_lease_delivers_once(ma
     again = restarted.post(*delivery)
     assert (again.status_code, again.json()["result"]) == (200, "duplicate")
 
-    # The same coinpulse went out twice; the cabinet dropped the repeat by its id.
+    # The same coinpulse went out twice; the cabinet drops the repeat by its id.
     assert coins.next(timeout=15).json()["id"] == session["id"]
     assert coins.nothing_more() == []
     coins.close()
+    cabinet.start()
     assert [e["id"] for e in cabinet.wait_count("duplicate", 1)] == [session["id"]]
     assert_credited(site)
 
@@ -149,7 +145,7 @@ def post_or_error(api, delivery):
 
 def claimed_row(site, session_id: str):
     payment = site.store().get(session_id)
-    return payment if payment is not None and payment.state == State.CLAIMED else None
+    return payment if payment is not None and payment.claim_token else None
 
 
 # --- cabinets ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def test_one_payment_pulses_the_right_cabinet_only(make_site):
     assert site.cabinets["cab-b"].of("credit") == []
     shown = ledger_command(site, "--machine", "cab-a")
     row = next(line for line in shown.splitlines() if session["id"] in line)
-    assert "cab-a" in row and " acked " in row
+    assert "cab-a" in row and " done " in row
     assert "(no payments)" in ledger_command(site, "--machine", "cab-b")
     assert session["id"] not in ledger_command(site, "--undelivered")
 

@@ -162,18 +162,17 @@ def test_listeners_of_two_ledgers_both_hear_every_cabinet(own_broker, tmp_path):
         clients.append(start_listener(settings, stores[name],
                                       lambda topic, result, q=heard[name]: q.put(result)))
     try:
-        ids = {client._client_id for client in clients}
+        ids = {listener.client._client_id for listener in clients}  # the Listener's paho client
         assert len(ids) == 2
         status = json.dumps({"machineId": "cab-a", "state": "online", "firmware": "1.0.0"})
         # Retained, as the firmware sends it: heard whenever each listener's subscription lands.
         publish(own_broker, "arcade/machine/cab-a/status", status, "cab-a", "pw-cab-a",
                 retain=True)
         assert heard["a"].get(timeout=10) == "online" and heard["b"].get(timeout=10) == "online"
-        assert all(client.is_connected() for client in clients)
+        assert all(listener.client.is_connected() for listener in clients)
     finally:
-        for client in clients:
-            client.disconnect()
-            client.loop_stop()
+        for listener in clients:
+            listener.stop()
     # The same ledger on the same machine keeps its id: a restart finds its queued acks.
     again = settings_from_env(api_config(own_broker, tmp_path / "a"))
     assert listener_client_id(again).encode() in ids
