@@ -24,6 +24,7 @@ from tools.settings import api_settings
 log = logging.getLogger("arcade.listener")
 
 BEAT_EVERY_S = 15.0
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def listener_topics(prefix: str) -> list[tuple[str, int]]:
@@ -204,9 +205,12 @@ def listen() -> None:
     settings = api_settings()
     configure_logging()
     store = open_store(settings.store_url)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *args: stop.set())
+    # Stop signals are taken by sigwait, never by a handler: a Python handler runs between two
+    # bytecodes of the main thread, and one that lands while that thread holds a lock the
+    # handler needs never returns (Event.set() inside that event's wait(): a listener that
+    # outlived `arcade run`). Blocked before any thread starts: every thread inherits the mask,
+    # so the signal waits for sigwait.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     listener = start_listener(settings, store, print_record, sweep=True)
     refunds = (
         f"refunds after {settings.refund_undelivered_after_s}+{settings.refund_grace_s} s"
@@ -217,5 +221,5 @@ def listen() -> None:
         f"listening on {settings.mqtt_broker}:{settings.mqtt_port} for acks and status;"
         f" sweeping every {settings.sweep_interval_s} s, {refunds}"
     )
-    stop.wait()
+    signal.sigwait(STOP_SIGNALS)
     listener.stop()

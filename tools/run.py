@@ -14,6 +14,7 @@ broker last, and on Linux the children also stop when `arcade run` itself is kil
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import signal
 import subprocess
@@ -123,7 +124,9 @@ class Stack:
         self.children: list[Child] = []
         self.console = Console()
         self.changed = threading.Condition()  # any child said something or ended
-        self.stopping = threading.Event()  # a signal, or a child that died
+        self.stopping = threading.Event()  # a child died (set by its output thread)
+        # A stop signal: a plain store, no lock (handle_stop_signals says why).
+        self.signalled = False
         self.shutting_down = False
         self.failure: str | None = None
         self.test_checkout = False
@@ -153,14 +156,14 @@ class Stack:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                # Short slices: a signal handler only sets `stopping` (it cannot notify safely).
+                # Short slices: a signal handler only sets `signalled` (it cannot notify safely).
                 self.changed.wait(min(left, 0.2))
         return True
 
     def raise_if_stopping(self) -> None:
         if self.failure:
             raise UserError(self.failure)
-        if self.stopping.is_set():
+        if self.signalled or self.stopping.is_set():
             raise Stopped
 
 
@@ -313,7 +316,7 @@ def wait_for_api(stack: Stack, api: Child, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise UserError(f"the API did not answer on {stack.api_url} within {timeout:.0f}s; "
                             f"its last lines:\n{api.last_words()}")
-        stack.stopping.wait(0.1)  # polling the port until gunicorn listens
+        time.sleep(0.1)  # polling the port until gunicorn listens
     if ports.held_by(stack.port, api.process.pid) is False:
         raise UserError(f"another program answers on port {stack.port}, not our API: choose "
                         "another port with --port")
@@ -382,9 +385,14 @@ def stop_all(stack: Stack) -> None:
 
 
 def handle_stop_signals(stack: Stack) -> None:
-    # SIGHUP: the terminal was closed. Each only asks; the main thread stops everything.
+    # SIGHUP: the terminal was closed. Each only asks; the main thread stops everything. The
+    # handler takes no lock: it runs between two bytecodes of the main thread, which may hold
+    # one (Event.set() inside that event's own wait() never returns).
+    def ask_to_stop(signum: int, frame: object) -> None:
+        stack.signalled = True
+
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda *args: stack.stopping.set())
+        signal.signal(signum, ask_to_stop)
 
 
 def lock_run_folder(workdir: Path):
@@ -448,8 +456,7 @@ def run(workdir: Path, cabinets: int, host: str, port: int, mqtt_port: int) -> N
     try:
         tool_settings = start_all(stack, env, known)
         stack.console.say(banner(stack, tool_settings, activate_line(stack.workdir)))
-        stack.stopping.wait()
-        stack.raise_if_stopping()
+        stack.wait_until(lambda: False, math.inf)  # raises Stopped (a signal, a dead child)
     except Stopped:
         pass
     finally:

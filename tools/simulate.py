@@ -173,7 +173,7 @@ def run(machine_id: str, config_path: Path, state_dir: Path, events_path: Path |
     log = EventLog(sys.stdout, events_path, machine_id)
     board = HostBoard(config_path, state_dir, log)
     stop = threading.Event()
-    restore = install_stop_handlers(board, stop)
+    restore = install_stop_handlers(board)
     start_gameover_sources(board, stop, gameover_every)
     click.echo(f"simulating cabinet {machine_id} (state in {state_dir}); "
                "g = game over, Ctrl-C = stop")
@@ -188,13 +188,16 @@ def run(machine_id: str, config_path: Path, state_dir: Path, events_path: Path |
         log.close()
 
 
-def install_stop_handlers(board: Any, stop: threading.Event):
-    """SIGTERM and Ctrl-C finish the current loop step, then say offline and disconnect."""
+def install_stop_handlers(board: Any):
+    """SIGTERM and Ctrl-C finish the current loop step, then say offline and disconnect.
+    The handler takes no lock (it runs between two bytecodes of the main thread, which may hold
+    that very lock): run() sets its stop event once the loop has ended."""
+    asked: list[int] = []
 
     def request_stop(signum: int, frame: Any) -> None:
-        if stop.is_set():
+        if asked:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        stop.set()
+        asked.append(signum)
         if board.loop is not None:
             board.loop.running = False
         else:

@@ -64,14 +64,16 @@ def api_login_env(broker) -> dict[str, str]:
     }
 
 
-def arcade_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """`arcade ARGS` as a separate process (for commands that keep running, like monitor)."""
+def arcade_process(args: list[str], env: dict[str, str], cwd: Path,
+                   argv: list[str] | None = None) -> subprocess.Popen:
+    """`arcade ARGS` as a separate process (for commands that keep running, like monitor);
+    `argv`: what python runs instead of the plain CLI (a harness around it)."""
     full_env = {key: value for key, value in os.environ.items() if key not in SETTING_NAMES}
     full_env.update(env)
     full_env["PYTHONPATH"] = str(REPO)
     full_env["PYTHONUNBUFFERED"] = "1"
     return subprocess.Popen(
-        [sys.executable, "-c", "from tools.cli import main; main()", *args],
+        [sys.executable, *(argv or ["-c", "from tools.cli import main; main()"]), *args],
         env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
