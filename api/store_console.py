@@ -209,6 +209,38 @@ class AfterChange:
                 "bookkeeping of %s failed: %s: %s", session_id, type(error).__name__, error)
 
 
+class PaymentLists:
+    """Mixed into both stores: the console's lists of payments, built on the store's own
+    `payments(...)` query (its indexes on each store)."""
+
+    owed_scan_limit = 10_000  # payments read per undelivered state for the fleet's owed credits
+
+    def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]:
+        return self.payments(machine_id=machine_id, since=start, until=end, limit=5000)
+
+    def owed_by_cabinet(self, since: float) -> dict[str, int]:
+        owed: dict[str, int] = {}
+        for state in UNDELIVERED_STATES:
+            for payment in self.payments(state=state, since=since, limit=self.owed_scan_limit):
+                owed[payment.machine_id] = owed.get(payment.machine_id, 0) + owed_credits_of(
+                    payment)
+        return {machine: credits for machine, credits in owed.items() if credits}
+
+    def owed_credits(self, machine_id: str, since: float) -> int:
+        payments = self.payments(machine_id=machine_id, since=since, limit=1000)
+        return sum(owed_credits_of(p) for p in payments if str(p.state) in UNDELIVERED_STATES)
+
+    def search_payments(self, query: PaymentQuery) -> list[Payment]:
+        return self.payments(machine_id=query.machine_id, state=query.state, since=query.start,
+                             until=query.end, limit=query.limit)
+
+    def problem_payments(self, since: float, limit: int = 200) -> list[Payment]:
+        found: list[Payment] = []
+        for state in PROBLEM_STATES:
+            found += self.payments(state=state, since=since, limit=limit)
+        return sorted(found, key=lambda p: p.created_at, reverse=True)[:limit]
+
+
 class ConsoleStore(Protocol):
     # operators (`arcade operator add`)
     def put_operator(self, name: str, password_hash: str, now: float) -> None: ...

@@ -27,19 +27,16 @@ from api.store import Payment
 from api.store_console import (
     GRANULARITIES,
     MONEY_FIELDS,
-    PROBLEM_STATES,
-    UNDELIVERED_STATES,
     AfterChange,
     AuditEntry,
     Incident,
     LastPayment,
     Money,
     Operator,
-    PaymentQuery,
+    PaymentLists,
     Periods,
     Total,
     money_of,
-    owed_credits_of,
     periods_of,
 )
 
@@ -69,8 +66,10 @@ def total_key(granularity: str, period: str, machine_id: str) -> str:
     return f"total#{granularity}#{period}#{machine_id}"
 
 
-class ConsoleDynamoDB(AfterChange):
+class ConsoleDynamoDB(AfterChange, PaymentLists):
     """Mixin for DynamoDBStore: needs its `client`, `table_name`, `get` and `_get`."""
+
+    owed_scan_limit = 5000  # fewer Query pages per fleet view
 
     # --- plumbing ---------------------------------------------------------------------------
     def _query_kind(
@@ -365,9 +364,6 @@ class ConsoleDynamoDB(AfterChange):
         return sorted(rows, key=lambda total: (total.period, total.currency))
 
     # --- payments ---------------------------------------------------------------------------
-    def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]:
-        return self.payments(machine_id=machine_id, since=start, until=end, limit=5000)
-
     def last_payments(self) -> dict[str, LastPayment]:
         return {
             _str(item, "cabinet"): LastPayment(
@@ -376,28 +372,6 @@ class ConsoleDynamoDB(AfterChange):
             )
             for item in self._query_kind("lastpay")
         }
-
-    def owed_by_cabinet(self, since: float) -> dict[str, int]:
-        owed: dict[str, int] = {}
-        for state in UNDELIVERED_STATES:  # the by_state index: paid, not on a cabinet yet
-            for payment in self.payments(state=state, since=since, limit=5000):
-                owed[payment.machine_id] = owed.get(payment.machine_id, 0) + owed_credits_of(
-                    payment)
-        return {machine: credits for machine, credits in owed.items() if credits}
-
-    def owed_credits(self, machine_id: str, since: float) -> int:
-        payments = self.payments(machine_id=machine_id, since=since, limit=1000)
-        return sum(owed_credits_of(p) for p in payments if str(p.state) in UNDELIVERED_STATES)
-
-    def search_payments(self, query: PaymentQuery) -> list[Payment]:
-        return self.payments(machine_id=query.machine_id, state=query.state, since=query.start,
-                             until=query.end, limit=query.limit)
-
-    def problem_payments(self, since: float, limit: int = 200) -> list[Payment]:
-        found: list[Payment] = []
-        for state in PROBLEM_STATES:
-            found += self.payments(state=state, since=since, limit=limit)
-        return sorted(found, key=lambda p: p.created_at, reverse=True)[:limit]
 
 
 def _totals(item: dict[str, Any]) -> list[Total]:

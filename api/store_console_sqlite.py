@@ -13,19 +13,16 @@ from zoneinfo import ZoneInfo
 from api.store import Payment
 from api.store_console import (
     MONEY_FIELDS,
-    PROBLEM_STATES,
-    UNDELIVERED_STATES,
     AfterChange,
     AuditEntry,
     Incident,
     LastPayment,
     Money,
     Operator,
-    PaymentQuery,
+    PaymentLists,
     Periods,
     Total,
     money_of,
-    owed_credits_of,
     periods_of,
 )
 
@@ -109,7 +106,7 @@ _SUMS = ", ".join(f"sum({name}) AS {name}" for name in (*MONEY_FIELDS, "gameover
 _COUNTERS = (*MONEY_FIELDS, "gameovers")
 
 
-class ConsoleSQLite(AfterChange):
+class ConsoleSQLite(AfterChange, PaymentLists):
     """Mixin for SQLiteStore: needs its `_execute` and `_connection`."""
 
     def _console_schema(self) -> None:
@@ -307,36 +304,11 @@ class ConsoleSQLite(AfterChange):
         return [_total(row, row["period"], machine_id) for row in rows]
 
     # --- payments ---------------------------------------------------------------------------
-    def payments_between(self, machine_id: str, start: float, end: float) -> list[Payment]:
-        return self.payments(machine_id=machine_id, since=start, until=end, limit=5000)
-
     def last_payments(self) -> dict[str, LastPayment]:
         rows = self._execute(
             "SELECT machine_id, at, session_id, amount, currency FROM last_payments"
         )
         return {row["machine_id"]: LastPayment(**dict(row)) for row in rows}
-
-    def owed_by_cabinet(self, since: float) -> dict[str, int]:
-        owed: dict[str, int] = {}
-        for state in UNDELIVERED_STATES:
-            for payment in self.payments(state=state, since=since, limit=10_000):
-                owed[payment.machine_id] = owed.get(payment.machine_id, 0) + owed_credits_of(
-                    payment)
-        return {machine: credits for machine, credits in owed.items() if credits}
-
-    def owed_credits(self, machine_id: str, since: float) -> int:
-        payments = self.payments(machine_id=machine_id, since=since, limit=1000)
-        return sum(owed_credits_of(p) for p in payments if str(p.state) in UNDELIVERED_STATES)
-
-    def search_payments(self, query: PaymentQuery) -> list[Payment]:
-        return self.payments(machine_id=query.machine_id, state=query.state, since=query.start,
-                             until=query.end, limit=query.limit)
-
-    def problem_payments(self, since: float, limit: int = 200) -> list[Payment]:
-        found: list[Payment] = []
-        for state in PROBLEM_STATES:
-            found += self.payments(state=state, since=since, limit=limit)
-        return sorted(found, key=lambda p: p.created_at, reverse=True)[:limit]
 
 
 def _last_day(granularity: str, last: Periods) -> str:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from api.console.auth import hash_password
-from tests.api.conftest import StripeStub, _StripeHandler, make_app  # noqa: F401
+from tests.api.conftest import StripeStub, _StripeHandler, make_app, store_url  # noqa: F401
 
 SECRET_KEY = "console-secret-key-for-tests-0123456789abcdef"
 OPERATOR, PASSWORD = "ana", "correct horse battery"
@@ -20,8 +20,11 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
-def console_app(make_app):  # noqa: F811  (the fixture imported above)
+def console_app(make_app, store_url):  # noqa: F811  (the fixtures imported above)
+    """The console on either ledger: SQLite, and DynamoDB (moto server, real HTTP)."""
+
     def factory(**overrides):
+        overrides.setdefault("STORE_URL", store_url)
         app = make_app(CONSOLE_SECRET_KEY=SECRET_KEY, **overrides)
         app.extensions["arcade"].store.put_operator(OPERATOR, hash_password(PASSWORD), 0.0)
         return app
