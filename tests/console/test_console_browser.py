@@ -80,7 +80,7 @@ def test_the_console_in_a_real_browser(make_site, tmp_path, stripe_api, alert_re
     node = require_browser()
     SHOTS.mkdir(parents=True, exist_ok=True)
     site = make_site(
-        TEST_CHECKOUT="true", CONSOLE_SECRET_KEY=SECRET_KEY, STRIPE_API_KEY="sk_test_console",
+        CONSOLE_SECRET_KEY=SECRET_KEY, STRIPE_API_KEY="sk_test_console",
         STRIPE_API_BASE=stripe_api.url, ALERT_WEBHOOK_URL=alert_receiver.url,
         ALERT_OFFLINE_MINUTES="0", MACHINE_IDS="cab-a,cab-b", SWEEP_INTERVAL_S="2",
     )
@@ -88,6 +88,10 @@ def test_the_console_in_a_real_browser(make_site, tmp_path, stripe_api, alert_re
         OPERATOR, hash_password(PASSWORD), 0.0)
     cab_a, cab_b = site.start_cabinets(["cab-a", "cab-b"])
     site.start_listener()
+    # The player's test checkout pays for free, so it never runs beside a Stripe key: it gets an
+    # API of its own on the same ledger and broker. The operator's API has the key (refunds go to
+    # the Stripe stand-in) and is the one the site's signed webhooks reach.
+    player_api = site.start_api(TEST_CHECKOUT="true", STRIPE_API_KEY="")
     api = site.start_api()
     # localhost: Chromium keeps a Secure cookie on http only for a local host.
     base = api.url.replace("127.0.0.1", "localhost")
@@ -113,7 +117,7 @@ def test_the_console_in_a_real_browser(make_site, tmp_path, stripe_api, alert_re
         browser.do("goto", url=f"{base}/console/payments")
         browser.do("shot", path=str(SHOTS / "payments-empty.png"), width=PHONE[0],
                    height=PHONE[1])
-        browser.do("goto", page="player", url=f"{base}/test-checkout/cab-a")
+        browser.do("goto", page="player", url=f"{player_api.url}/test-checkout/cab-a")
         browser.do("click", page="player", selector="#pay")
         listing = browser.do("wait_text", selector="#payments", text="cs_test_local_")["text"]
         [payment] = site.store().payments("cab-a")
