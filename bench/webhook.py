@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.broker import Broker, api_acl, free_port  # noqa: E402
+from tools.broker import Broker, api_acl, cabinet_acl, free_port  # noqa: E402
 
 SECRET = "whsec_bench"
 
@@ -79,6 +79,30 @@ def summarise(name: str, latencies: list[float], elapsed: float) -> dict:
     }
 
 
+@contextlib.contextmanager
+def cabinet_subscribed(broker: Broker, machine_id: str = "bench") -> Iterator[None]:
+    """A session subscribed to the cabinet's coinpulses: without one, the broker (MQTT 5)
+    answers "no matching subscribers" and every credit is undeliverable: another code path."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{machine_id}")
+    client.username_pw_set(machine_id, "bench")
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_connect = lambda c, *args: c.subscribe(f"arcade/machine/{machine_id}/coinpulse", 1)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise RuntimeError("the bench cabinet could not subscribe")
+        yield
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def bench_in_process(broker: Broker, workdir: Path, count: int) -> dict:
     from api import create_app
 
@@ -92,7 +116,8 @@ def bench_in_process(broker: Broker, workdir: Path, count: int) -> dict:
         t0 = time.perf_counter()
         response = client.post("/webhook", data=body, headers=headers)
         latencies.append(time.perf_counter() - t0)
-        assert response.status_code == 200, response.json
+        assert response.status_code == 200 and response.json["result"] == "published", (
+            response.json)
     return summarise("in-process WSGI", latencies, time.perf_counter() - started)
 
 
@@ -140,7 +165,8 @@ def bench_gunicorn(broker: Broker, workdir: Path, count: int, workers: int) -> d
             t0 = time.perf_counter()
             response = session.post(f"{url}/webhook", data=body, headers=headers)
             latencies.append(time.perf_counter() - t0)
-            assert response.status_code == 200, response.text
+            assert response.status_code == 200 and response.json()["result"] == "published", (
+                response.text)
         elapsed = time.perf_counter() - started
     return summarise(f"gunicorn HTTP, {workers} worker(s)", latencies, elapsed)
 
@@ -167,12 +193,14 @@ def main() -> None:
         workdir = Path(tmp)
         broker = Broker(workdir / "mosquitto")
         broker.add_user("api", "bench", api_acl("api"))
+        broker.add_user("bench", "bench", cabinet_acl("bench"))
         broker.start()
         try:
-            rows = [
-                bench_in_process(broker, workdir, args.count),
-                bench_gunicorn(broker, workdir, args.count, 1),
-            ]
+            with cabinet_subscribed(broker):
+                rows = [
+                    bench_in_process(broker, workdir, args.count),
+                    bench_gunicorn(broker, workdir, args.count, 1),
+                ]
         finally:
             broker.stop()
     print(f"\nSigned webhook → ledger → QoS 1 PUBACK, {args.count} sequential requests, loopback")
