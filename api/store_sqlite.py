@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from api import ledger
@@ -89,6 +90,26 @@ ON CONFLICT (session_id) DO UPDATE SET
 _CABINET_COLUMNS = "machine_id, state, last_seen, firmware, pending_credits, problem, detail"
 
 
+_BUSY_TIMEOUT_S = 10.0
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """WAL, set once per database file. The switch needs an exclusive lock, and SQLite answers
+    "database is locked" at once for it, without waiting (its busy handler is not used there),
+    when another connection is opening the same new file: several gunicorn workers starting on
+    a new ledger. Wait for them instead, as long as any other lock."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # the other connection's switch takes microseconds
+
+
 class SQLiteStore(ConsoleSQLite, LedgerOps):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -107,9 +128,9 @@ class SQLiteStore(ConsoleSQLite, LedgerOps):
         # One connection per thread: sqlite3 connections must not be shared between threads.
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            connection = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
             connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
+            _use_wal(connection)
             # Synced only where it matters: see _durable.
             connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection = connection

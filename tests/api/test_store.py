@@ -268,10 +268,36 @@ def test_ping(store):
     store.ping()
 
 
+def test_workers_opening_a_new_ledger_together_all_open_it(tmp_path):
+    """gunicorn's workers start together on a new ledger file, each with its own connection.
+    SQLite refuses the switch to WAL at once (no busy wait) while another connection makes it:
+    a worker then died with "database is locked" (CI saw it once in 150 openings)."""
+    from api.store_sqlite import SQLiteStore
+
+    for attempt in range(100):
+        path = str(tmp_path / f"ledger-{attempt}.db")
+        barrier = threading.Barrier(8, timeout=30)
+        errors: list[Exception] = []
+
+        def open_it(path=path, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                SQLiteStore(path).ping()
+            except Exception as error:  # what a worker would die of
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == [], f"opening {attempt}: {errors}"
+
+
 def test_concurrent_claims_have_exactly_one_winner(store_factory):
     """Eight workers, each with its own connection, race for one session."""
     results = []
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(8, timeout=30)  # a worker that dies must not hang the others
 
     def worker(index):
         own = store_factory()
