@@ -100,7 +100,8 @@ class RealCabinet:
         self.flash = self.workdir / "flash"
         self.flash.mkdir(parents=True, exist_ok=True)
         self.lines: list[tuple[float, str]] = []
-        self.events: list[dict] = []
+        self._events: list[dict] = []
+        self._unparsed: list[tuple[re.Match, float, int]] = []
         self.edges: list[Edge] = []
         self.boots = 0
         self.resets: list[str] = []
@@ -185,15 +186,8 @@ class RealCabinet:
                     self._set_relay(now, int(ticks), self.wiring.closed(mode, level))
             else:
                 match = _EVENT.match(line)
-                if match:
-                    try:
-                        fields = ast.literal_eval(match.group(3))
-                    except (ValueError, SyntaxError):
-                        fields = {"raw": match.group(3)}
-                    if isinstance(fields, dict):
-                        self.events.append({"event": match.group(2), **fields,
-                                            "board_s": float(match.group(1)), "at": now,
-                                            "boot": self.boots})
+                if match:  # parsed by whoever reads the events (see `events`)
+                    self._unparsed.append((match, now, self.boots))
             self._cond.notify_all()
 
     def _set_relay(self, now: float, ticks: int, closed: bool) -> None:
@@ -258,6 +252,24 @@ class RealCabinet:
     def of(self, kind: str) -> list[dict]:
         with self._cond:
             return [e for e in self.events if e["event"] == kind]
+
+    @property
+    def events(self) -> list[dict]:
+        """The board's events, parsed by the thread asking for them, never the output reader:
+        CPython 3.11.7's ast is not safe in two threads at once (gh-106905: "AST constructor
+        recursion depth mismatch"), and Hypothesis parses lambdas in the test's thread."""
+        with self._cond:
+            while self._unparsed:
+                match, now, boot = self._unparsed.pop(0)
+                try:
+                    fields = ast.literal_eval(match.group(3))
+                except (ValueError, SyntaxError):
+                    fields = {"raw": match.group(3)}
+                if isinstance(fields, dict):
+                    self._events.append({"event": match.group(2), **fields,
+                                         "board_s": float(match.group(1)), "at": now,
+                                         "boot": boot})
+            return self._events
 
     def wait_event(self, kind: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
         self.wait_for(lambda: len(self.of(kind)) >= count, timeout, f"{count} x {kind}")
